@@ -1,0 +1,90 @@
+"""The segmenter interface every model implements.
+
+Why one small interface: the inference worker, benchmarks and quality tests only ever call
+``open_segmenter(name, ...)`` and ``segmenter.segment(frame)``. Adding a model is one new module in
+``inference/segmenters/`` that defines ``NAME`` and ``open(model_dir, options) -> Segmenter``; it is
+discovered by name, nothing else changes (plus its files in the ``models/`` manifest).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from common.errors import FatalError
+
+
+@dataclass(frozen=True)
+class Person:
+    """One detected person, in frame pixel coordinates (x0, y0, x1, y1), x1/y1 exclusive."""
+
+    box: tuple[int, int, int, int]
+    score: float
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """A model's answer for one frame.
+
+    ``mask`` is uint8, frame-sized (H, W), 0..255 = soft person probability: the compositor does the
+    thresholding, feathering and refinement, so models must not binarise. ``people`` lists the
+    per-person results where the model has them (Mask R-CNN), empty otherwise (selfie).
+    """
+
+    mask: np.ndarray
+    people: tuple[Person, ...] = ()
+
+
+@dataclass(frozen=True)
+class SegmenterOptions:
+    """Model knobs, shared by all models; each model reads the ones that apply to it."""
+
+    confidence: float = 0.5  # Mask R-CNN: minimum person score (tutorial default)
+    mask_threshold: float = 0.3  # Mask R-CNN: per-pixel threshold the soft mask is centred on
+    people: str = "main"  # "main" (the person at the camera) or "all"
+    proposals: int = 100  # Mask R-CNN: both keep_top_k limits of the text graph (100 = as shipped)
+    input_size: int = 0  # model input size in pixels (longest side); 0 = the model's default
+    threads: int = 0  # OpenCV threads for the forward pass; 0 = leave OpenCV's default
+    selfie_variant: str = "auto"  # "auto" (by frame aspect), "square" or "landscape"
+    extra: dict = field(default_factory=dict)
+
+
+class Segmenter(Protocol):
+    """What a loaded model offers. ``segment`` takes a BGR uint8 frame of any size."""
+
+    name: str
+
+    def segment(self, frame: np.ndarray) -> Segmentation: ...
+
+
+def available() -> list[str]:
+    """Names of every segmenter module in ``inference/segmenters``."""
+    from inference import segmenters
+
+    names = []
+    for info in pkgutil.iter_modules(segmenters.__path__):
+        if not info.name.startswith("_"):
+            names.append(getattr(_module(info.name), "NAME", info.name))
+    return sorted(names)
+
+
+def _module(modname: str):
+    return importlib.import_module(f"inference.segmenters.{modname}")
+
+
+def open_segmenter(
+    name: str, model_dir: Path | None = None, options: SegmenterOptions | None = None
+) -> Segmenter:
+    """Load model ``name``; raises ``FatalError`` with a one-line, actionable message on failure."""
+    from inference import segmenters
+
+    for info in pkgutil.iter_modules(segmenters.__path__):
+        mod = _module(info.name)
+        if getattr(mod, "NAME", None) == name:
+            return mod.open(model_dir, options or SegmenterOptions())
+    raise FatalError(f"unknown model {name!r}; choose one of: {', '.join(available())}")

@@ -1,0 +1,1 @@
+"""Segmenter implementations, one module per model (see inference/segmenter.py)."""
