@@ -1,0 +1,132 @@
+"""Socket helpers: every frame link keeps only the newest frame and every call has a timeout.
+
+Frame links are PUSH/PULL with a high-water mark of one message on both sides. In real-time mode the
+sender never waits (``try_send``: if the peer is behind, the frame is dropped and counted), and the
+receiver drains whatever is queued and keeps only the newest (``recv_newest``). So a slow consumer
+can never build a queue and latency stays bounded. In lock-step mode (offline processing) the sender
+waits instead (``send_blocking``), which turns the same sockets into lossless back-pressure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from common import protocol
+
+log = logging.getLogger(__name__)
+
+# Largest message any socket accepts: a 4K BGR frame plus headroom. Bigger input from a peer is a
+# bug or an attack, and zmq drops that peer's connection instead of allocating the memory.
+MAX_MESSAGE_BYTES = 3840 * 2160 * 3 + 65536
+
+
+def make_socket(
+    ctx: zmq.Context, kind: int, *, bind: str | None = None, connect: str | None = None, hwm: int = 1
+) -> zmq.Socket:
+    """A socket with the project's defaults: small queues, no linger, bounded message size."""
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    if kind in (zmq.PUSH, zmq.DEALER):
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue frames for a peer that is not there yet
+    if bind:
+        try:
+            sock.bind(bind)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            from common.errors import FatalError
+
+            raise FatalError(
+                f"cannot listen on {bind}: {exc.strerror} (another pipeline running? "
+                "choose other ports with --port-base)"
+            ) from None
+    if connect:
+        sock.connect(connect)
+    return sock
+
+
+def try_send(sock: zmq.Socket, parts: list[Any]) -> bool:
+    """Send without waiting; False if the peer is behind or absent (the caller counts a drop)."""
+    try:
+        sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        return True
+    except zmq.Again:
+        return False
+
+
+def send_blocking(
+    sock: zmq.Socket, parts: list[Any], stopping: Callable[[], bool], step_ms: int = 100
+) -> bool:
+    """Wait until the peer takes the message (lock-step back-pressure); False if asked to stop."""
+    while not stopping():
+        if sock.poll(step_ms, zmq.POLLOUT):
+            try:
+                sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+                return True
+            except zmq.Again:
+                continue
+    return False
+
+
+def recv_parts(sock: zmq.Socket) -> list[Any] | None:
+    """One multipart message without waiting, or None if nothing is queued."""
+    try:
+        return sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+    except zmq.Again:
+        return None
+
+
+def drain(sock: zmq.Socket, limit: int = 1000) -> list[list[Any]]:
+    """Everything queued right now, oldest first (bounded, so a flood cannot starve the loop)."""
+    out: list[list[Any]] = []
+    while len(out) < limit:
+        parts = recv_parts(sock)
+        if parts is None:
+            break
+        out.append(parts)
+    return out
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for tcp://127.x / localhost / [::1] and ipc/inproc: links that never leave the machine."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = urllib.parse.urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class BadMessages:
+    """Counts dropped messages and warns about them without flooding the log (first, then 1/s)."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.count = 0
+        self._warned_at = 0.0
+
+    def __call__(self, reason: str, now: float) -> None:
+        self.count += 1
+        if self.count == 1 or now - self._warned_at >= 1.0:
+            self._warned_at = now
+            log.warning("dropped a bad message (%s); %d so far", reason, self.count)
+
+
+def decode_or_count(parts: list[Any], bad: BadMessages, now: float) -> protocol.Message | None:
+    """Decode a message, or count and log it as bad and return None: stages never crash on input."""
+    try:
+        return protocol.decode(parts)
+    except protocol.ProtocolError as exc:
+        bad(str(exc), now)
+        return None
