@@ -50,8 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=int, default=640, help="working width (aspect kept)")
     g.add_argument("--fps", type=float, default=30.0, help="rate for stills and folders")
     g.add_argument("--loop", action="store_true", help="repeat file sources")
-    g.add_argument("--lockstep", action="store_true",
-                   help="offline: no pacing, no mask reuse, every frame gets its own mask")
+    g.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="offline: no pacing, no mask reuse, every frame gets its own mask",
+    )
     add_model_arguments(p.add_argument_group("model"))
     add_look_arguments(p.add_argument_group("look"))
     g = p.add_argument_group("display and output")
@@ -59,28 +62,56 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", type=Path, default=None, help="record the displayed video")
     g.add_argument("--max-frames", type=int, default=0, help="stop after N displayed frames")
     g.add_argument("--stats-json", type=Path, default=None, help="write merged stats here at exit")
-    g.add_argument("--save-alpha", type=Path, default=None,
-                   help="write the applied alpha of every frame as DIR/<index>.png")
+    g.add_argument(
+        "--save-alpha",
+        type=Path,
+        default=None,
+        help="write the applied alpha of every frame as DIR/<index>.png",
+    )
     g = p.add_argument_group("workers and network")
-    g.add_argument("--workers", type=int, default=1, help="local inference workers (0 = remote only)")
-    g.add_argument("--infer-bind", default=None,
-                   help="where workers connect, e.g. tcp://0.0.0.0:5551 for remote workers")
-    g.add_argument("--keys", type=Path, default=None,
-                   help="key folder (python -m inference keys) for non-loopback workers")
-    g.add_argument("--remote-encoding", choices=("raw", "jpeg"), default="jpeg",
-                   help="frames to remote workers (loopback is always raw)")
+    g.add_argument(
+        "--workers", type=int, default=1, help="local inference workers (0 = remote only)"
+    )
+    g.add_argument(
+        "--infer-bind",
+        default=None,
+        help="where workers connect, e.g. tcp://0.0.0.0:5551 for remote workers",
+    )
+    g.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        help="key folder (python -m inference keys) for non-loopback workers",
+    )
+    g.add_argument(
+        "--remote-encoding",
+        choices=("raw", "jpeg"),
+        default="jpeg",
+        help="frames to remote workers (loopback is always raw)",
+    )
     g.add_argument("--jpeg-quality", type=int, default=85)
     g.add_argument("--worker-timeout", type=float, default=15.0)
-    g.add_argument("--nice", type=int, default=10,
-                   help="CPU priority drop for local workers, so the display keeps camera rate")
+    g.add_argument(
+        "--nice",
+        type=int,
+        default=10,
+        help="CPU priority drop for local workers, so the display keeps camera rate",
+    )
     g.add_argument("--port-base", type=int, default=5550, help="first of four local ports")
     return p
 
 
 @dataclass(frozen=True)
 class Stage:
+    """One process to supervise. ``restart``: a worker that dies mid-run is restarted, not fatal."""
+
     name: str
-    argv: list[str]
+    command: list[str]
+    restart: bool = False
+
+
+def stage(name: str, module: str, argv: list[str], restart: bool = False) -> Stage:
+    return Stage(name, [sys.executable, "-m", module, *argv], restart)
 
 
 def _endpoint_port(endpoint: str) -> int:
@@ -105,7 +136,8 @@ def plan(a: argparse.Namespace, stats_dir: Path) -> list[Stage]:
         if a.keys is None:
             raise FatalError(
                 f"--infer-bind {infer_bind} is reachable from the network and must be encrypted: "
-                "create keys with 'python -m inference keys KEYDIR --worker NAME', pass --keys KEYDIR"
+                "create keys with 'python -m inference keys KEYDIR --worker NAME' "
+                "and pass --keys KEYDIR"
             )
         if a.workers and not (a.keys / "worker-local").is_dir():
             make_keys(a.keys, "local")  # local workers meet the same encrypted socket
@@ -117,36 +149,88 @@ def plan(a: argparse.Namespace, stats_dir: Path) -> list[Stage]:
         return ["--stats-json", str(stats_dir / f"{name}.json")]
 
     lock = ["--lockstep"] if a.lockstep else []
-    capture = ["--source", a.source, "--width", str(a.width), "--fps", str(a.fps),
-               "--bind", frames, *(["--loop"] if a.loop else []), *lock, *stats("capture")]
+    capture = [
+        "--source",
+        a.source,
+        "--width",
+        str(a.width),
+        "--fps",
+        str(a.fps),
+        "--bind",
+        frames,
+        *(["--loop"] if a.loop else []),
+        *lock,
+        *stats("capture"),
+    ]
     look = ["--privacy", a.privacy, "--blur", str(a.blur), "--max-mask-age", str(a.max_mask_age)]
     look += ["--background", str(a.background)] if a.background else []
     look += ["--background-color", a.background_color] if a.background_color else []
     look += ["--no-refine"] if a.no_refine else []
     look += ["--no-temporal"] if a.no_temporal else []
-    compositor = ["--frames", frames, "--infer-bind", infer_bind, "--out-bind", out,
-                  "--control-bind", control, *look, *lock, "--worker-timeout", str(a.worker_timeout),
-                  "--remote-encoding", a.remote_encoding, "--jpeg-quality", str(a.jpeg_quality),
-                  *(["--keys", str(a.keys)] if a.keys else []),
-                  *(["--save-alpha", str(a.save_alpha)] if a.save_alpha else []), *stats("compositor")]
-    display = ["--connect", out, "--control", control, *(["--headless"] if a.headless else []),
-               *(["--output", str(a.output)] if a.output else []),
-               "--max-frames", str(a.max_frames), *stats("display")]
-    model = ["--model", a.model, "--confidence", str(a.confidence), "--mask-threshold",
-             str(a.mask_threshold), "--people", a.people, "--proposals", str(a.proposals),
-             "--input-size", str(a.input_size), "--threads", str(a.threads),
-             "--selfie-variant", a.selfie_variant, "--nice", str(a.nice),
-             *(["--model-dir", str(a.model_dir)] if a.model_dir else [])]
-    stages = [Stage("capture", capture), Stage("compositor", compositor)]
+    compositor = [
+        "--frames",
+        frames,
+        "--infer-bind",
+        infer_bind,
+        "--out-bind",
+        out,
+        "--control-bind",
+        control,
+        *look,
+        *lock,
+        "--worker-timeout",
+        str(a.worker_timeout),
+        "--remote-encoding",
+        a.remote_encoding,
+        "--jpeg-quality",
+        str(a.jpeg_quality),
+        *(["--keys", str(a.keys)] if a.keys else []),
+        *(["--save-alpha", str(a.save_alpha)] if a.save_alpha else []),
+        *stats("compositor"),
+    ]
+    display = [
+        "--connect",
+        out,
+        "--control",
+        control,
+        *(["--headless"] if a.headless else []),
+        *(["--output", str(a.output)] if a.output else []),
+        "--max-frames",
+        str(a.max_frames),
+        *stats("display"),
+    ]
+    model = [
+        "--model",
+        a.model,
+        "--confidence",
+        str(a.confidence),
+        "--mask-threshold",
+        str(a.mask_threshold),
+        "--people",
+        a.people,
+        "--proposals",
+        str(a.proposals),
+        "--input-size",
+        str(a.input_size),
+        "--threads",
+        str(a.threads),
+        "--selfie-variant",
+        a.selfie_variant,
+        "--nice",
+        str(a.nice),
+        *(["--model-dir", str(a.model_dir)] if a.model_dir else []),
+    ]
+    # Validate every command line with the stage's own parser: errors show up before anything runs.
+    parse_capture(capture)
+    parse_compositor(compositor)
+    parse_display(display)
+    stages = [stage("capture", "capture", capture), stage("compositor", "compositor", compositor)]
     for i in range(1, a.workers + 1):
         name = f"worker-{i}" if a.workers > 1 else "inference"
-        stages.append(Stage(name, ["--connect", infer_local, "--name", name, *model, *worker_keys,
-                                   *stats(name)]))
-    stages.append(Stage("display", display))
-    # Validate every command line with the stage's own parser: errors show up before anything runs.
-    parsers = {"capture": parse_capture, "compositor": parse_compositor, "display": parse_display}
-    for s in stages:
-        parsers.get(s.name, parse_worker)(s.argv)
+        argv = ["--connect", infer_local, "--name", name, *model, *worker_keys, *stats(name)]
+        parse_worker(argv)
+        stages.append(stage(name, "inference", argv, restart=True))
+    stages.append(stage("display", "display", display))
     return stages
 
 
@@ -158,18 +242,23 @@ def _die_with_parent() -> None:
         pass
 
 
-def _module(name: str) -> str:
-    return "inference" if name.startswith("worker-") else name
-
-
 def supervise(stages: list[Stage], grace: float = GRACE_S, drain: float = DRAIN_S) -> int:
-    """Run the stages until one ends; stop the rest; return the pipeline's exit code."""
+    """Run the stages until one ends; stop the rest; return the pipeline's exit code.
+
+    Rules: the display ending (q, window closed, --max-frames, end of stream) ends the pipeline with
+    code 0; any stage failing ends it with that stage's code; a file source finishing normally gives
+    the display ``drain`` seconds to show the rest. A restartable stage (an inference worker) that
+    dies mid-run is restarted after a second: the picture stays live and fails closed meanwhile.
+    Only a worker's configuration error (exit code 2: bad flag, missing model) is fatal.
+    """
     events: queue.Queue[tuple[str, int]] = queue.Queue()
     procs: dict[str, subprocess.Popen] = {}
+    by_name = {s.name: s for s in stages}
     width = max(len(s.name) for s in stages)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent),
-                                                      env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).resolve().parent), env.get("PYTHONPATH")])
+    )
 
     def pump(name: str, proc: subprocess.Popen) -> None:
         assert proc.stdout is not None
@@ -178,14 +267,22 @@ def supervise(stages: list[Stage], grace: float = GRACE_S, drain: float = DRAIN_
             sys.stdout.flush()
         events.put((name, proc.wait()))
 
-    for s in stages:
+    def start(s: Stage) -> None:
         proc = subprocess.Popen(
-            [sys.executable, "-m", _module(s.name), *s.argv], stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env,
-            preexec_fn=_die_with_parent, start_new_session=True,
+            s.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
         procs[s.name] = proc
         threading.Thread(target=pump, args=(s.name, proc), daemon=True).start()
+
+    for s in stages:
+        start(s)
 
     signalled: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -194,8 +291,9 @@ def supervise(stages: list[Stage], grace: float = GRACE_S, drain: float = DRAIN_
     exit_code: int | None = None
     stop_at: float | None = None  # when to SIGTERM everyone still running
     kill_at: float | None = None
+    restarts: dict[str, float] = {}  # name -> when to restart it
     running = set(procs)
-    while running:
+    while running or (restarts and kill_at is None):
         try:
             name, rc = events.get(timeout=0.2)
         except queue.Empty:
@@ -205,7 +303,10 @@ def supervise(stages: list[Stage], grace: float = GRACE_S, drain: float = DRAIN_
             running.discard(name)
             if kill_at is None:  # not yet shutting down: this exit decides
                 log(f"{name} exited with code {rc}")
-                if rc != 0:
+                if by_name[name].restart and rc not in (0, 2):
+                    log(f"{name} died; the pipeline goes on, restarting it in 1 s")
+                    restarts[name] = now + 1.0
+                elif rc != 0:
                     exit_code = rc if exit_code is None else exit_code
                     stop_at = now
                 elif name == "display":
@@ -213,6 +314,11 @@ def supervise(stages: list[Stage], grace: float = GRACE_S, drain: float = DRAIN_
                     stop_at = now
                 elif "display" in running and stop_at is None:
                     stop_at = now + drain  # source finished: let the display show the rest
+        for n, due in list(restarts.items()):
+            if kill_at is None and now >= due:
+                del restarts[n]
+                start(by_name[n])
+                running.add(n)
         if signalled and kill_at is None:
             log("stopping (signal)")
             exit_code = 128 + signalled[0] if exit_code is None else exit_code
@@ -276,9 +382,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = supervise(stages)
         if a.stats_json:
             m = merge_stats(Path(tmp), a.stats_json)
-            log(f"stats: display {m['display_fps']} fps, capture {m['capture_fps']} fps, "
+            log(
+                f"stats: display {m['display_fps']} fps, capture {m['capture_fps']} fps, "
                 f"masks {m['inference_fps']}/s, e2e p95 {m['e2e_latency_ms'].get('p95')} ms "
-                f"-> {a.stats_json}")
+                f"-> {a.stats_json}"
+            )
     log(f"exit code {code}")
     return code
 

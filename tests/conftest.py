@@ -1,0 +1,161 @@
+"""Shared test fixtures: where ../shared is, free ports, running stages as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MODELS = SHARED / "models"
+MEDIA = SHARED / "media"
+SELFIE = MODELS / "selfie-segmentation"
+STANDIN = MODELS / "mask-rcnn-standin"
+ANCHOR = MEDIA / "videos" / "news_anchor_akiyo_cif.mp4"
+SITTING = MEDIA / "videos" / "person_sitting_outdoors_pixabay35590.mp4"
+HIKE = MEDIA / "gt_video" / "davis_hike"
+
+if not SHARED.is_dir():
+    pytest.skip(f"{SHARED} (models and media) is not beside the repo", allow_module_level=True)
+
+
+def free_port_base(n: int = 4) -> int:
+    """A base port with n free consecutive ports (checked by binding them)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n > 65000:
+            continue
+        try:
+            socks = []
+            for i in range(n):
+                t = socket.socket()
+                socks.append(t)
+                t.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for t in socks:
+                t.close()
+    raise RuntimeError("no free ports")
+
+
+@pytest.fixture
+def port_base() -> int:
+    return free_port_base()
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ, PYTHONUNBUFFERED="1")
+    e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), e.get("PYTHONPATH")]))
+    return e
+
+
+def launch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python launch.py ARGS`` to completion (real processes), capturing its output."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), *map(str, args)],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class Procs:
+    """Stages started one by one (so a test can kill, stop or restart single ones)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, module: str, *args: str, name: str | None = None) -> subprocess.Popen:
+        log = open(self.tmp / f"{name or module}.log", "a")
+        p = subprocess.Popen(
+            [sys.executable, "-m", module, *map(str, args)],
+            cwd=REPO,
+            env=env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        p.log_path = self.tmp / f"{name or module}.log"  # type: ignore[attr-defined]
+        self.procs.append(p)
+        return p
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    p = Procs(tmp_path)
+    yield p
+    p.stop_all()
+
+
+def read_json(path: Path) -> dict:
+    """A stats file, waiting briefly for the first write."""
+    for _ in range(50):
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            time.sleep(0.1)
+    raise AssertionError(f"no stats at {path}")
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.2):
+    """Poll ``predicate`` until it returns a truthy value (tests only; stages never poll)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def xdisplay() -> Iterator[str]:
+    """A real X server (Xvfb) for window tests."""
+    if shutil.which("Xvfb") is None or shutil.which("xdotool") is None:
+        if os.environ.get("CI"):
+            pytest.fail("Xvfb/xdotool missing: .ci/run must install xvfb and xdotool")
+        pytest.skip("Xvfb/xdotool not installed (apt-get install xvfb xdotool)")
+    r, w = os.pipe()
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(w), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        pass_fds=(w,),
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(w)
+    with os.fdopen(r) as f:
+        number = f.readline().strip()
+    yield f":{number}"
+    proc.terminate()
+    proc.wait(5)
