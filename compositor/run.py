@@ -60,16 +60,31 @@ class CompositorConfig:
 def add_look_arguments(p: argparse.ArgumentParser) -> None:
     """Background flags, shared with launch.py."""
     p.add_argument("--privacy", choices=("on", "off"), default="on", help="privacy mode at start")
-    p.add_argument("--blur", type=float, default=1.0,
-                   help="background blur strength (1 = the tutorial's look, scaled to the width)")
-    p.add_argument("--background", type=Path, default=None,
-                   help="replace the background with this image or (looped) video")
+    p.add_argument(
+        "--blur",
+        type=float,
+        default=1.0,
+        help="background blur strength (1 = the tutorial's look, scaled to the width)",
+    )
+    p.add_argument(
+        "--background",
+        type=Path,
+        default=None,
+        help="replace the background with this image or (looped) video",
+    )
     p.add_argument("--background-color", default=None, help="replace with a colour: '#2040a0'")
-    p.add_argument("--no-refine", action="store_true",
-                   help="apply the raw model mask (bilinear only): the quality baseline")
+    p.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="apply the raw model mask (bilinear only): the quality baseline",
+    )
     p.add_argument("--no-temporal", action="store_true", help="no temporal mask smoothing")
-    p.add_argument("--max-mask-age", type=float, default=DEFAULT_MAX_MASK_AGE,
-                   help="older masks are not trusted: the whole picture is hidden (seconds)")
+    p.add_argument(
+        "--max-mask-age",
+        type=float,
+        default=DEFAULT_MAX_MASK_AGE,
+        help="older masks are not trusted: the whole picture is hidden (seconds)",
+    )
 
 
 def look_settings(a: argparse.Namespace) -> compose.ComposeSettings:
@@ -81,8 +96,11 @@ def look_settings(a: argparse.Namespace) -> compose.ComposeSettings:
         raise FatalError(f"--background {a.background} is not a file (give an image or a video)")
     color = compose.parse_color(a.background_color) if a.background_color else None
     return compose.ComposeSettings(
-        blur=a.blur, background=a.background, background_color=color,
-        refine=not a.no_refine, temporal=not a.no_temporal,
+        blur=a.blur,
+        background=a.background,
+        background_color=color,
+        refine=not a.no_refine,
+        temporal=not a.no_temporal,
     )
 
 
@@ -97,10 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-bind", default=DEFAULT_CONTROL, help="display's key commands")
     add_look_arguments(p)
     p.add_argument("--lockstep", action="store_true", help="every frame waits for its own mask")
-    p.add_argument("--worker-timeout", type=float, default=15.0,
-                   help="a worker silent this long on a frame loses its slot (seconds)")
-    p.add_argument("--remote-encoding", choices=("raw", "jpeg"), default="raw",
-                   help="frames to non-loopback workers: raw pixels or JPEG")
+    p.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=15.0,
+        help="a worker silent this long on a frame loses its slot (seconds)",
+    )
+    p.add_argument(
+        "--remote-encoding",
+        choices=("raw", "jpeg"),
+        default="raw",
+        help="frames to non-loopback workers: raw pixels or JPEG",
+    )
     p.add_argument("--jpeg-quality", type=int, default=85)
     p.add_argument("--keys", type=Path, default=None, help="key folder for non-loopback workers")
     p.add_argument("--save-alpha", type=Path, default=None, help="write applied alpha PNGs here")
@@ -113,9 +139,20 @@ def parse(argv: Sequence[str] | None = None) -> CompositorConfig:
     if a.worker_timeout <= 0 or not 1 <= a.jpeg_quality <= 100:
         raise FatalError("--worker-timeout must be > 0 and --jpeg-quality in 1..100")
     return CompositorConfig(
-        a.frames, a.infer_bind, a.out_bind, a.control_bind, a.privacy == "on", a.lockstep,
-        a.max_mask_age, a.worker_timeout, a.remote_encoding, a.jpeg_quality, a.keys, a.save_alpha,
-        a.stats_json, look_settings(a),
+        a.frames,
+        a.infer_bind,
+        a.out_bind,
+        a.control_bind,
+        a.privacy == "on",
+        a.lockstep,
+        a.max_mask_age,
+        a.worker_timeout,
+        a.remote_encoding,
+        a.jpeg_quality,
+        a.keys,
+        a.save_alpha,
+        a.stats_json,
+        look_settings(a),
     )
 
 
@@ -133,7 +170,7 @@ class Frame:
 
 @dataclass
 class MaskState:
-    """The newest mask applied so far: which stream/frame it belongs to and when that was captured."""
+    """The newest mask applied: which stream and frame it belongs to, when that was captured."""
 
     stream: int = -1
     frame_id: int = -1
@@ -163,7 +200,8 @@ def _open(config: CompositorConfig, rt: Runtime) -> Links:
     monitor = None
     if auth is not None:  # log peers refused by authentication or failing the handshake
         monitor = router.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
         )
     try:
@@ -226,8 +264,12 @@ class Compositor:
         if not self.mask.newer(h):
             self.stats.count("masks_stale")
             return False
-        compose.accept_mask(self.look, msg.image, guide.image if guide else None,
-                            continuous=not (guide.header.get("still") if guide else False))
+        compose.accept_mask(
+            self.look,
+            msg.image,
+            guide.image if guide else None,
+            continuous=not (guide.header.get("still") if guide else False),
+        )
         self.mask = MaskState(h.get("stream", 0), h["frame_id"], float(h["ts"]))
         self.masks_by_worker[name] = self.masks_by_worker.get(name, 0) + 1
         self.stats.count("masks_applied")
@@ -239,18 +281,26 @@ class Compositor:
             identity = self.pool.take_idle()
             if identity is None:
                 return False
-            fields = {k: v for k, v in frame.header.items()
-                      if k not in ("p", "v", "kind", "shape", "dtype", "enc")}
+            fields = {
+                k: v
+                for k, v in frame.header.items()
+                if k not in ("p", "v", "kind", "shape", "dtype", "enc")
+            }
             enc = self.config.remote_encoding if self.remote else "raw"
-            parts = [identity, *protocol.encode(protocol.FRAME, frame.image, enc=enc,
-                                                quality=self.config.jpeg_quality, **fields)]
+            parts = [
+                identity,
+                *protocol.encode(
+                    protocol.FRAME, frame.image, enc=enc, quality=self.config.jpeg_quality, **fields
+                ),
+            ]
             try:
                 self.links.router.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
             except zmq.ZMQError:  # vanished or flooded worker: forget it, try the next one
                 self.pool.slots.pop(identity, None)
                 continue
-            self.stats.count("frame_bytes_to_workers", len(parts[-1]) if enc != "raw"
-                             else frame.image.nbytes)
+            self.stats.count(
+                "frame_bytes_to_workers", len(parts[-1]) if enc != "raw" else frame.image.nbytes
+            )
             self.pool.assign(identity, frame.id, time.monotonic())
             self.in_flight[frame.id] = frame
             if len(self.in_flight) > 64:  # masks that never came back: forget their guides
@@ -284,8 +334,10 @@ class Compositor:
             for parts in sockets.drain(self.links.monitor, limit=100):
                 event = zmq.utils.monitor.parse_monitor_message(parts)
                 self.stats.count("peers_refused")
-                self.rt.log.warning("refused a worker connection from %s (bad or unknown key)",
-                                    event.get("endpoint", b"?").decode(errors="replace"))
+                self.rt.log.warning(
+                    "refused a worker connection from %s (bad or unknown key)",
+                    event.get("endpoint", b"?").decode(errors="replace"),
+                )
 
     # --- frames ----------------------------------------------------------------------------
     def composite_and_send(self, frame: Frame, blocking: bool) -> bool:
@@ -302,17 +354,24 @@ class Compositor:
         if age is not None and self.mask.stream == h.get("stream"):
             self.stats.sample("mask_age_ms", age * 1000)
         fail_closed = bool(rendered.fail_closed)
-        self.stats.count("fail_closed_frames", int(fail_closed))
         self.stats.sample("compose_ms", (time.perf_counter() - t0) * 1000)
         fields = {k: h[k] for k in ("frame_id", "ts", "index", "stream", "fps", "still") if k in h}
         parts = protocol.encode(
-            protocol.OUTPUT, rendered.image, privacy=self.privacy, fail_closed=fail_closed,
-            mask_age_ms=None if age is None else round(age * 1000, 1), **fields,
+            protocol.OUTPUT,
+            rendered.image,
+            privacy=self.privacy,
+            fail_closed=fail_closed,
+            mask_age_ms=None if age is None else round(age * 1000, 1),
+            **fields,
         )
-        sent = (sockets.send_blocking(self.links.out, parts, self.rt.stopping) if blocking
-                else sockets.try_send(self.links.out, parts))
+        sent = (
+            sockets.send_blocking(self.links.out, parts, self.rt.stopping)
+            if blocking
+            else sockets.try_send(self.links.out, parts)
+        )
         if sent:
             self.stats.count("frames_composited")
+            self.stats.count("fail_closed_frames", int(fail_closed))
             if self.config.save_alpha:
                 name = self.config.save_alpha / f"{int(h.get('index', h['frame_id'])):06d}.png"
                 cv2.imwrite(str(name), rendered.alpha)
@@ -341,16 +400,20 @@ class Compositor:
         s = self.stats
         age = s.series.get("mask_age_ms")
         return (
-            f"{s.recent_rate('frames_composited'):.1f} fps out, {s.recent_rate('masks_applied'):.2f} "
-            f"masks/s, mask age {age[-1] if age else float('nan'):.0f} ms, workers {len(self.pool)}, "
+            f"{s.recent_rate('frames_composited'):.1f} fps out, "
+            f"{s.recent_rate('masks_applied'):.2f} masks/s, "
+            f"mask age {age[-1] if age else float('nan'):.0f} ms, workers {len(self.pool)}, "
             f"dropped {s.counts['frames_dropped']}, fail-closed {s.counts['fail_closed_frames']}, "
             f"privacy {'on' if self.privacy else 'off'}"
         )
 
     def send_end(self) -> None:
         deadline = time.monotonic() + 5.0
-        sockets.send_blocking(self.links.out, protocol.encode(protocol.END),
-                              lambda: self.rt.stopping() or time.monotonic() > deadline)
+        sockets.send_blocking(
+            self.links.out,
+            protocol.encode(protocol.END),
+            lambda: self.rt.stopping() or time.monotonic() > deadline,
+        )
 
     def finish(self) -> None:
         s = self.stats
@@ -359,8 +422,9 @@ class Compositor:
             masks_by_worker=self.masks_by_worker,
             worker_timeouts=self.pool.timeouts,
             bad_messages=self.bad.count,
-            bytes_per_frame_to_workers=_per(s.counts["frame_bytes_to_workers"],
-                                            s.counts["frames_to_workers_n"]),
+            bytes_per_frame_to_workers=_per(
+                s.counts["frame_bytes_to_workers"], s.counts["frames_to_workers_n"]
+            ),
             bytes_per_mask=_per(s.counts["mask_bytes"], s.counts["masks_received"]),
         )
         s.tick(self.status(), force=True)
@@ -374,8 +438,13 @@ def _per(total: int, n: int) -> float | None:
 
 def run(config: CompositorConfig, rt: Runtime) -> int:
     c = Compositor(config, rt)
-    rt.log.info("compositor: frames from %s, workers at %s, display at %s%s", config.frames,
-                config.infer_bind, config.out_bind, " (lockstep)" if config.lockstep else "")
+    rt.log.info(
+        "compositor: frames from %s, workers at %s, display at %s%s",
+        config.frames,
+        config.infer_bind,
+        config.out_bind,
+        " (lockstep)" if config.lockstep else "",
+    )
     try:
         return (run_lockstep if config.lockstep else run_realtime)(c)
     finally:
@@ -393,7 +462,7 @@ def _poller(c: Compositor, with_frames: bool = True) -> zmq.Poller:
 
 
 def run_realtime(c: Compositor) -> int:
-    """Every frame out at once with the newest mask; the newest frame goes to the next idle worker."""
+    """Every frame out at once with the newest mask; the newest frame goes to an idle worker."""
     poller = _poller(c)
     pending: Frame | None = None  # newest frame not yet handed to a worker
     while not c.rt.stopping():

@@ -1,0 +1,79 @@
+"""Privacy fails closed, with real processes: no mask yet, a stale mask, a worker gone silent.
+
+Stages are started one by one so the test can freeze the worker (SIGSTOP: a hung worker) and thaw
+it again. The compositor's stats file (rewritten every second) and its saved alphas tell what was
+shown: an all-zero alpha means the whole picture was hidden.
+"""
+
+import os
+import signal
+import time
+
+import cv2
+
+from tests.conftest import ANCHOR, SELFIE, read_json, wait_for
+
+
+def start_pipeline(procs, port_base, tmp_path, *compositor_args, worker=True):
+    ep = [f"tcp://127.0.0.1:{port_base + i}" for i in range(4)]
+    procs.start("capture", "--source", ANCHOR, "--loop", "--bind", ep[0])
+    procs.start("compositor", "--frames", ep[0], "--infer-bind", ep[1], "--out-bind", ep[2],
+                "--control-bind", ep[3], "--stats-json", tmp_path / "comp.json",
+                *compositor_args)
+    procs.start("display", "--headless", "--connect", ep[2], "--control", ep[3])
+    if worker:
+        return procs.start("inference", "--connect", ep[1], "--model", "selfie",
+                           "--model-dir", SELFIE)
+    return None
+
+
+def counts(tmp_path):
+    s = read_json(tmp_path / "comp.json")
+    return s.get("frames_composited", 0), s.get("fail_closed_frames", 0), s.get("masks_applied", 0)
+
+
+def test_no_worker_means_every_frame_is_hidden(procs, port_base, tmp_path):
+    alpha = tmp_path / "alpha"
+    start_pipeline(procs, port_base, tmp_path, "--save-alpha", alpha, worker=False)
+    composited, hidden, _ = wait_for(lambda: (c := counts(tmp_path))[0] >= 40 and c, 30,
+                                     "40 composited frames")
+    assert hidden == composited  # nothing private leaks before a first mask exists
+    pngs = sorted(alpha.glob("*.png"))
+    assert pngs
+    for p in pngs[:10]:
+        assert cv2.imread(str(p), cv2.IMREAD_UNCHANGED).max() == 0
+
+
+def test_mask_older_than_max_age_is_not_trusted(procs, port_base, tmp_path):
+    # a mask is always at least a frame old (~40 ms): a 10 ms limit makes every mask stale
+    start_pipeline(procs, port_base, tmp_path, "--max-mask-age", "0.01")
+    composited, hidden, masks = wait_for(
+        lambda: (c := counts(tmp_path))[2] >= 10 and c[0] >= 40 and c, 40, "masks flowing")
+    assert hidden >= composited - 2  # masks arrive, yet none is trusted
+
+
+def test_silent_worker_hides_the_room_and_display_keeps_going(procs, port_base, tmp_path):
+    worker = start_pipeline(procs, port_base, tmp_path, "--max-mask-age", "0.5")
+    wait_for(lambda: counts(tmp_path)[2] >= 20, 40, "20 masks applied")
+    time.sleep(1.5)
+    c0 = counts(tmp_path)
+    time.sleep(1.5)
+    c1 = counts(tmp_path)
+    assert c1[1] - c0[1] <= 3, "frames hidden although masks are fresh"
+
+    os.kill(worker.pid, signal.SIGSTOP)  # the worker hangs: no more masks
+    time.sleep(1.5)  # the stats file lags up to a second; the mask limit is 0.5 s
+    c1 = counts(tmp_path)
+    time.sleep(2.0)
+    c2 = counts(tmp_path)
+    assert c2[2] - c1[2] <= 2  # no new masks while frozen
+    assert c2[0] - c1[0] >= 30  # the picture kept flowing at camera rate (25 fps clip)
+    assert c2[1] - c1[1] >= c2[0] - c1[0] - 2  # ... with the room hidden: last mask > 0.5 s old
+
+    os.kill(worker.pid, signal.SIGCONT)  # back to life: masks and the normal picture return
+    wait_for(lambda: counts(tmp_path)[2] > c2[2] + 10, 20, "masks to resume")
+    time.sleep(1.2)
+    c3 = counts(tmp_path)
+    time.sleep(1.5)
+    c4 = counts(tmp_path)
+    assert c4[0] > c3[0] and c4[1] - c3[1] <= 3
