@@ -44,7 +44,7 @@ class CaptureConfig:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m capture",
-        description="Read a camera, video, image or image folder and send frames to the compositor.",
+        description="Read a camera, video, image or image folder; send frames to the compositor.",
     )
     p.add_argument("--source", default="0", help="camera index, video file, image file or folder")
     p.add_argument("--width", type=int, default=640, help="working width, aspect kept (0 = as is)")
@@ -63,12 +63,14 @@ def parse(argv: Sequence[str] | None = None) -> CaptureConfig:
         raise FatalError(f"--width {a.width} is too small (use 0 for the source's size, or >= 16)")
     if not 0 < a.fps <= 240:
         raise FatalError(f"--fps {a.fps} must be in (0, 240]")
-    return CaptureConfig(a.source, a.width, a.fps, a.loop, a.lockstep, a.bind, a.max_frames, a.stats_json)
+    return CaptureConfig(
+        a.source, a.width, a.fps, a.loop, a.lockstep, a.bind, a.max_frames, a.stats_json
+    )
 
 
 @dataclass(frozen=True)
 class Source:
-    """An opened source: its frames (index, BGR image), rate, and whether frames are unrelated stills."""
+    """An opened source: frames (index, BGR image), rate, whether frames are unrelated stills."""
 
     frames: Iterator[tuple[int, np.ndarray]]
     fps: float
@@ -79,7 +81,9 @@ class Source:
 
 def list_images(folder: Path) -> list[Path]:
     """Image files of a folder in file-name order (what --save-alpha's indices refer to)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
 
 
 def open_source(config: CaptureConfig, log) -> Source:
@@ -100,8 +104,13 @@ def open_source(config: CaptureConfig, log) -> Source:
                 f"folder {src!r} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
                 "pass a folder with pictures, a video file or a camera index"
             )
-        return Source(_folder_frames(files, config.loop, log), config.fps, True, False,
-                      f"{len(files)} images in {path}")
+        return Source(
+            _folder_frames(files, config.loop, log),
+            config.fps,
+            True,
+            False,
+            f"{len(files)} images in {path}",
+        )
     if not os.access(path, os.R_OK):
         raise FatalError(f"cannot read {src!r} (permission denied)")
     if path.suffix.lower() in IMAGE_EXTENSIONS:
@@ -145,7 +154,8 @@ def _open_video(path: Path, loop: bool) -> Source:
     if not ok or first is None:
         cap.release()
         raise FatalError(
-            f"{str(path)!r} is not a readable video or image (corrupt, empty, or an unsupported format)"
+            f"{str(path)!r} is not a readable video or image "
+            "(corrupt, empty, or an unsupported format)"
         )
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if 1 <= fps <= 240 else 30.0
@@ -209,10 +219,15 @@ def run(config: CaptureConfig, rt: Runtime) -> int:
     """Send frames until the source ends, --max-frames, or a stop signal; then send END."""
     source = open_source(config, rt.log)
     stats = Stats("capture", rt.log, config.stats_json)
+    stats.live = lambda: {"capture_fps": round(stats.rate("frames_captured"), 2)}
     sock = sockets.make_socket(rt.ctx, zmq.PUSH, bind=config.bind)
     stream = random.getrandbits(31)
-    rt.log.info("capturing %s -> %s%s", source.description, config.bind,
-                " (lockstep)" if config.lockstep else "")
+    rt.log.info(
+        "capturing %s -> %s%s",
+        source.description,
+        config.bind,
+        " (lockstep)" if config.lockstep else "",
+    )
     period = 1.0 / source.fps
     next_due = time.monotonic()
     frame_id = 0
@@ -227,8 +242,14 @@ def run(config: CaptureConfig, rt: Runtime) -> int:
             next_due = max(next_due + period, time.monotonic() - period)
         image = resize_to_width(image, config.width)
         parts = protocol.encode(
-            protocol.FRAME, image, frame_id=frame_id, ts=time.time(), index=index,
-            stream=stream, still=source.still, fps=source.fps,
+            protocol.FRAME,
+            image,
+            frame_id=frame_id,
+            ts=time.time(),
+            index=index,
+            stream=stream,
+            still=source.still,
+            fps=source.fps,
         )
         if config.lockstep:
             if not sockets.send_blocking(sock, parts, rt.stopping):
@@ -237,8 +258,10 @@ def run(config: CaptureConfig, rt: Runtime) -> int:
             stats.count("frames_dropped")  # compositor behind or not there yet: never queue
         stats.count("frames_captured")
         frame_id += 1
-        stats.tick(f"{stats.recent_rate('frames_captured'):.1f} fps, "
-                   f"{stats.counts['frames_captured']} sent, {stats.counts['frames_dropped']} dropped")
+        stats.tick(
+            f"{stats.recent_rate('frames_captured'):.1f} fps, "
+            f"{stats.counts['frames_captured']} sent, {stats.counts['frames_dropped']} dropped"
+        )
         if config.max_frames and frame_id >= config.max_frames:
             break
     if not rt.stopping():
@@ -247,7 +270,6 @@ def run(config: CaptureConfig, rt: Runtime) -> int:
         end = protocol.encode(protocol.END, stream=stream, frame_id=frame_id - 1)
         sockets.send_blocking(sock, end, lambda: rt.stopping() or time.monotonic() > deadline)
         rt.log.info("source finished after %d frames", frame_id)
-    stats.extra["capture_fps"] = round(stats.rate("frames_captured"), 2)
     stats.tick(force=True)
     sock.close(0)
     return 0

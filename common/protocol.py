@@ -1,14 +1,15 @@
 """The wire protocol: the one place that knows how messages look on the wire.
 
-Every message is a ZeroMQ multipart ``[msgpack header, payload]`` (payload optional). The header is a
-small msgpack map; the payload is raw pixels (sent zero-copy, ``copy=False``) or, for links to remote
-workers, a JPEG/PNG encoding of them. Never pickle: a peer on the network must not be able to run code
-in our process, and a foreign or future peer must be detected, not half-understood.
+Every message is a ZeroMQ multipart ``[msgpack header, payload]`` (payload optional). The header
+is a small msgpack map; the payload is raw pixels (sent zero-copy, ``copy=False``) or, for links to
+remote workers, a JPEG/PNG encoding of them. Never pickle: a peer on the network must not be able to
+run code in our process, and a foreign or future peer must be detected, not half-understood.
 
 Header fields (all messages): ``p`` (magic, tells our messages from foreign ones), ``v`` (protocol
 version), ``kind``. Image messages add ``frame_id``, ``ts`` (capture wall-clock time, seconds),
 ``shape``, ``dtype``, ``enc``, ``stream`` (random id of one capture run, so a restarted capture's
-frame ids are not compared with the old ones). Stages add their own fields (``index``, ``privacy``...).
+frame ids are not compared with the old ones). Stages add their own fields (``index``,
+``privacy``...).
 """
 
 from __future__ import annotations
@@ -55,7 +56,12 @@ class Message:
 
 
 def encode(
-    kind: str, image: np.ndarray | None = None, *, enc: str = "raw", quality: int = 90, **fields: Any
+    kind: str,
+    image: np.ndarray | None = None,
+    *,
+    enc: str = "raw",
+    quality: int = 90,
+    **fields: Any,
 ) -> list[Any]:
     """Build the multipart message for ``kind``; raw pixels are passed zero-copy (no tobytes)."""
     header: dict[str, Any] = {"p": MAGIC, "v": VERSION, "kind": kind, **fields}

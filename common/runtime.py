@@ -1,9 +1,9 @@
 """Stage runtime: logging, clean stop on SIGINT/SIGTERM, one-line errors, the ZeroMQ context.
 
-Each stage's ``__main__`` calls ``main(name, parse, run)``. ``parse(argv)`` builds the stage's frozen
-settings (raising ``FatalError`` for invalid ones) and ``run(config, runtime)`` does the work, looping
-until ``runtime.stopping()``. Every loop waits on sockets with a timeout of at most ~100 ms, so a
-signal is honoured promptly without sleep-polling.
+Each stage's ``__main__`` calls ``main(name, parse, run)``. ``parse(argv)`` builds the stage's
+frozen settings (raising ``FatalError`` for invalid ones) and ``run(config, runtime)`` does the
+work, looping until ``runtime.stopping()``. Every loop waits on sockets with a timeout of at most
+~100 ms, so a signal is honoured promptly without sleep-polling.
 """
 
 from __future__ import annotations

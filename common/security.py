@@ -2,15 +2,16 @@
 
 These frames show the inside of someone's home. Any endpoint that is not loopback is encrypted and
 authenticated with CurveZMQ, on by default and with no opt-out: the compositor (server) only accepts
-workers whose public keys are in its ``authorized/`` folder (ZAP via ``zmq.auth``), and a worker only
-talks to the compositor whose public key it was given. Loopback links stay plain: they never leave
-the machine and the encryption would only cost CPU.
+workers whose public keys are in its ``authorized/`` folder (ZAP via ``zmq.auth``), and a worker
+only talks to the compositor whose public key it was given. Loopback links stay plain: they never
+leave the machine and the encryption would only cost CPU.
 
 Key folder made by ``python -m inference keys DIR --worker NAME``::
 
     DIR/compositor.key_secret        the compositor's key pair (stays on the compositor's machine)
     DIR/authorized/NAME.key          public keys of the workers the compositor accepts
     DIR/worker-NAME/worker.key_secret + compositor.key   copy this folder to the worker's machine
+
 """
 
 from __future__ import annotations

@@ -27,7 +27,12 @@ MAX_MESSAGE_BYTES = 3840 * 2160 * 3 + 65536
 
 
 def make_socket(
-    ctx: zmq.Context, kind: int, *, bind: str | None = None, connect: str | None = None, hwm: int = 1
+    ctx: zmq.Context,
+    kind: int,
+    *,
+    bind: str | None = None,
+    connect: str | None = None,
+    hwm: int = 1,
 ) -> zmq.Socket:
     """A socket with the project's defaults: small queues, no linger, bounded message size."""
     sock = ctx.socket(kind)
@@ -96,7 +101,7 @@ def drain(sock: zmq.Socket, limit: int = 1000) -> list[list[Any]]:
 
 
 def is_loopback(endpoint: str) -> bool:
-    """True for tcp://127.x / localhost / [::1] and ipc/inproc: links that never leave the machine."""
+    """True for tcp://127.x, localhost, [::1], ipc, inproc: links that never leave the machine."""
     if endpoint.startswith(("ipc://", "inproc://")):
         return True
     host = urllib.parse.urlsplit(endpoint).hostname or ""

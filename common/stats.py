@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,10 @@ def percentiles(samples: list[float]) -> dict[str, float | None]:
     if not samples:
         return {"p50": None, "p95": None}
     arr = np.asarray(samples, dtype=np.float64)
-    return {"p50": round(float(np.percentile(arr, 50)), 2), "p95": round(float(np.percentile(arr, 95)), 2)}
+    return {
+        "p50": round(float(np.percentile(arr, 50)), 2),
+        "p95": round(float(np.percentile(arr, 95)), 2),
+    }
 
 
 class Stats:
@@ -38,6 +42,8 @@ class Stats:
         self.counts: dict[str, int] = defaultdict(int)
         self.series: dict[str, list[float]] = defaultdict(list)
         self.extra: dict[str, Any] = {}
+        # Derived values (rates, per-worker tables) computed only when a snapshot is taken.
+        self.live: Callable[[], dict[str, Any]] | None = None
         self.started = time.monotonic()
         self._last_tick = self.started
         self._last_counts: dict[str, int] = {}
@@ -85,11 +91,16 @@ class Stats:
         return (self.counts.get(name, 0) - self._last_counts.get(name, 0)) / span
 
     def snapshot(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"stage": self.stage, "uptime_s": round(time.monotonic() - self.started, 2)}
+        out: dict[str, Any] = {
+            "stage": self.stage,
+            "uptime_s": round(time.monotonic() - self.started, 2),
+        }
         out.update(self.counts)
         for name, series in self.series.items():
             out[name] = percentiles(series)
         out.update(self.extra)
+        if self.live is not None:
+            out.update(self.live())
         return out
 
     def save(self) -> None:

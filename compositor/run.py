@@ -221,6 +221,7 @@ class Compositor:
         self.links = _open(config, rt)
         self.pool = WorkerPool(config.worker_timeout)
         self.stats = Stats("compositor", rt.log, config.stats_json)
+        self.stats.live = self.live_stats
         self.bad = sockets.BadMessages("compositor")
         self.privacy = config.privacy
         self.mask = MaskState()
@@ -415,19 +416,23 @@ class Compositor:
             lambda: self.rt.stopping() or time.monotonic() > deadline,
         )
 
-    def finish(self) -> None:
+    def live_stats(self) -> dict[str, Any]:
+        """The compositor's derived stats, computed whenever the stats file is written."""
         s = self.stats
-        s.extra.update(
+        return dict(
             inference_fps=round(s.rate("masks_applied"), 3),
-            masks_by_worker=self.masks_by_worker,
+            masks_by_worker=dict(self.masks_by_worker),
             worker_timeouts=self.pool.timeouts,
             bad_messages=self.bad.count,
             bytes_per_frame_to_workers=_per(
                 s.counts["frame_bytes_to_workers"], s.counts["frames_to_workers_n"]
             ),
             bytes_per_mask=_per(s.counts["mask_bytes"], s.counts["masks_received"]),
+            privacy=self.privacy,
         )
-        s.tick(self.status(), force=True)
+
+    def finish(self) -> None:
+        self.stats.tick(self.status(), force=True)
         if self.links.auth is not None:
             self.links.auth.stop()
 

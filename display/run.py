@@ -1,9 +1,9 @@
 """Display: show the composited picture in a window ("Video Call"), record it, forward key presses.
 
 ``p`` toggles privacy (sent to the compositor, which owns the state), ``q`` or closing the window
-quits the whole pipeline (the launcher stops everything when the display exits). The display always
-shows the newest picture and drops older ones, so it never lags behind. When the compositor hides the
-whole picture because no trustworthy mask exists (fail-closed), a small indicator says so.
+quits the whole pipeline (the launcher stops everything when the display exits). The display
+always shows the newest picture and drops older ones, so it never lags behind. When the compositor
+hides the whole picture because no trustworthy mask exists (fail-closed), a small indicator says so.
 """
 
 from __future__ import annotations
@@ -49,8 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="no window (recording/stats only)")
     p.add_argument("--output", type=Path, default=None, help="record what is displayed (.mp4)")
     p.add_argument("--max-frames", type=int, default=0, help="quit after N frames (0 = never)")
-    p.add_argument("--idle-timeout", type=float, default=0.0,
-                   help="quit with an error if no picture arrives for this long (0 = wait)")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=0.0,
+        help="quit with an error if no picture arrives for this long (0 = wait)",
+    )
     p.add_argument("--stats-json", type=Path, default=None, help="write stats JSON here")
     return p
 
@@ -64,8 +68,9 @@ def parse(argv: Sequence[str] | None = None) -> DisplayConfig:
             raise FatalError(f"--output {a.output}: folder {a.output.parent} does not exist")
     if a.max_frames < 0 or a.idle_timeout < 0:
         raise FatalError("--max-frames and --idle-timeout must be >= 0")
-    return DisplayConfig(a.connect, a.control, a.headless, a.output, a.max_frames,
-                         a.idle_timeout, a.stats_json)
+    return DisplayConfig(
+        a.connect, a.control, a.headless, a.output, a.max_frames, a.idle_timeout, a.stats_json
+    )
 
 
 def draw_fail_closed(image: np.ndarray) -> np.ndarray:
@@ -75,8 +80,16 @@ def draw_fail_closed(image: np.ndarray) -> np.ndarray:
     scale = max(0.35, w / 1600)
     r = max(4, w // 120)
     cv2.circle(out, (r * 2, r * 2), r, (0, 0, 255), -1, cv2.LINE_AA)
-    cv2.putText(out, "background hidden: waiting for mask", (r * 4, r * 2 + r // 2),
-                cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(
+        out,
+        "background hidden: waiting for mask",
+        (r * 4, r * 2 + r // 2),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (255, 255, 255),
+        1,
+        cv2.LINE_AA,
+    )
     return out
 
 
@@ -88,7 +101,9 @@ class Recorder:
         self.size = size
         self.writer = cv2.VideoWriter(str(path), fourcc, fps, size)
         if not self.writer.isOpened():
-            raise FatalError(f"cannot write video {path} (codec unavailable or folder not writable)")
+            raise FatalError(
+                f"cannot write video {path} (codec unavailable or folder not writable)"
+            )
 
     def write(self, image: np.ndarray) -> None:
         if (image.shape[1], image.shape[0]) != self.size:
@@ -103,9 +118,14 @@ def run(config: DisplayConfig, rt: Runtime) -> int:
     frames = sockets.make_socket(rt.ctx, zmq.PULL, connect=config.connect)
     control = sockets.make_socket(rt.ctx, zmq.PUSH, connect=config.control, hwm=10)
     stats = Stats("display", rt.log, config.stats_json)
+    privacy: bool | None = None
+    stats.live = lambda: {
+        "display_fps": round(stats.rate("frames_displayed"), 2),
+        "privacy": privacy,
+        "bad_messages": bad.count,
+    }
     bad = sockets.BadMessages("display")
     recorder: Recorder | None = None
-    privacy: bool | None = None
     window = not config.headless
     if window:
         cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
@@ -133,8 +153,11 @@ def run(config: DisplayConfig, rt: Runtime) -> int:
                     image = draw_fail_closed(image)
                 if config.output is not None:
                     if recorder is None:
-                        recorder = Recorder(config.output, float(h.get("fps") or 30.0),
-                                            (image.shape[1], image.shape[0]))
+                        recorder = Recorder(
+                            config.output,
+                            float(h.get("fps") or 30.0),
+                            (image.shape[1], image.shape[0]),
+                        )
                     recorder.write(image)
                 if window:
                     cv2.imshow(WINDOW, image)
@@ -142,7 +165,9 @@ def run(config: DisplayConfig, rt: Runtime) -> int:
                     privacy = h.get("privacy")
                     rt.log.info("privacy %s", "on" if privacy else "off")
                     if window:
-                        cv2.setWindowTitle(WINDOW, f"{WINDOW} - privacy {'on' if privacy else 'off'}")
+                        cv2.setWindowTitle(
+                            WINDOW, f"{WINDOW} - privacy {'on' if privacy else 'off'}"
+                        )
                 stats.count("frames_displayed")
                 stats.sample("e2e_latency_ms", (time.time() - h["ts"]) * 1000)
                 if config.max_frames and stats.counts["frames_displayed"] >= config.max_frames:
@@ -164,21 +189,22 @@ def run(config: DisplayConfig, rt: Runtime) -> int:
                 rt.log.info("stream ended")
                 break
             if config.idle_timeout and time.monotonic() - last_frame_at > config.idle_timeout:
-                rt.log.error("no picture for %.0f s; is the compositor running?", config.idle_timeout)
+                rt.log.error(
+                    "no picture for %.0f s; is the compositor running?", config.idle_timeout
+                )
                 code = 3
                 break
             lat = stats.series.get("e2e_latency_ms")
-            stats.tick(f"{stats.recent_rate('frames_displayed'):.1f} fps, latency "
-                       f"{lat[-1] if lat else float('nan'):.0f} ms, {stats.counts['frames_displayed']}"
-                       f" shown, {stats.counts['frames_dropped']} dropped")
+            stats.tick(
+                f"{stats.recent_rate('frames_displayed'):.1f} fps, latency "
+                f"{lat[-1] if lat else float('nan'):.0f} ms, {stats.counts['frames_displayed']}"
+                f" shown, {stats.counts['frames_dropped']} dropped"
+            )
     finally:
         if recorder is not None:
             recorder.close()
         if window:
             cv2.destroyAllWindows()
-        stats.extra["display_fps"] = round(stats.rate("frames_displayed"), 2)
-        stats.extra["privacy"] = privacy
-        stats.extra["bad_messages"] = bad.count
         stats.tick(force=True)
         frames.close(0)
         control.close(0)

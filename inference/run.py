@@ -2,10 +2,10 @@
 
 The worker *asks* (ZeroMQ Guide load-balancing pattern): it sends READY, the compositor answers with
 the newest frame nobody is working on, the worker replies with the mask, which also says "ready
-again". So each worker has at most one frame in flight and no queue can grow, however slow the model.
-While idle it gets a heartbeat every second; if the compositor goes silent (restarted, network gone),
-the worker closes its socket, opens a new one and says READY again (Lazy Pirate), so it rejoins a
-restarted compositor without anyone touching it. It may run on another machine:
+again". So each worker has at most one frame in flight and no queue can grow, however slow the
+model. While idle it gets a heartbeat every second; if the compositor goes silent (restarted,
+network gone), the worker closes its socket, opens a new one and says READY again (Lazy Pirate), so
+it rejoins a restarted compositor without anyone touching it. It may run on another machine:
 ``python -m inference --connect tcp://HOST:PORT``.
 """
 
@@ -49,15 +49,29 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """Model flags, shared with launch.py so both spell them the same way."""
     p.add_argument("--model", default="maskrcnn", help="segmentation model: maskrcnn or selfie")
     p.add_argument("--model-dir", type=Path, default=None, help="folder holding the model's files")
-    p.add_argument("--confidence", type=float, default=0.5, help="Mask R-CNN person score threshold")
+    p.add_argument(
+        "--confidence", type=float, default=0.5, help="Mask R-CNN person score threshold"
+    )
     p.add_argument("--mask-threshold", type=float, default=0.3, help="Mask R-CNN mask threshold")
-    p.add_argument("--people", choices=("main", "all"), default="main",
-                   help="keep the main person at the camera, or everyone")
-    p.add_argument("--proposals", type=int, default=100,
-                   help="Mask R-CNN detections kept (100 = as shipped; 20 is ~6x faster)")
+    p.add_argument(
+        "--people",
+        choices=("main", "all"),
+        default="main",
+        help="keep the main person at the camera, or everyone",
+    )
+    p.add_argument(
+        "--proposals",
+        type=int,
+        default=100,
+        help="Mask R-CNN detections kept (100 = as shipped; 20 is ~6x faster)",
+    )
     p.add_argument("--input-size", type=int, default=0, help="model input size (0 = default)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="OpenCV threads for inference (0 = all cores; runs at low priority)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="OpenCV threads for inference (0 = all cores; runs at low priority)",
+    )
     p.add_argument("--selfie-variant", choices=("auto", "square", "landscape"), default="auto")
 
 
@@ -72,8 +86,12 @@ def model_options(a: argparse.Namespace) -> SegmenterOptions:
     if a.model not in available():
         raise FatalError(f"unknown --model {a.model!r}; choose one of: {', '.join(available())}")
     return SegmenterOptions(
-        confidence=a.confidence, mask_threshold=a.mask_threshold, people=a.people,
-        proposals=a.proposals, input_size=a.input_size, threads=a.threads,
+        confidence=a.confidence,
+        mask_threshold=a.mask_threshold,
+        people=a.people,
+        proposals=a.proposals,
+        input_size=a.input_size,
+        threads=a.threads,
         selfie_variant=a.selfie_variant,
     )
 
@@ -88,10 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(p)
     p.add_argument("--name", default="", help="worker name in stats (default host-pid)")
     p.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by N")
-    p.add_argument("--liveness", type=float, default=5.0,
-                   help="seconds of compositor silence before reconnecting")
-    p.add_argument("--keys", type=Path, default=None,
-                   help="key folder (from 'keys') for encrypted non-loopback links")
+    p.add_argument(
+        "--liveness",
+        type=float,
+        default=5.0,
+        help="seconds of compositor silence before reconnecting",
+    )
+    p.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        help="key folder (from 'keys') for encrypted non-loopback links",
+    )
     p.add_argument("--stats-json", type=Path, default=None, help="write stats JSON here")
     return p
 
@@ -103,8 +129,17 @@ def parse(argv: Sequence[str] | None = None) -> WorkerConfig:
     if a.liveness <= 0.5:
         raise FatalError("--liveness must be more than 0.5 s (heartbeats come every second)")
     name = a.name or f"{pysocket.gethostname()}-{os.getpid()}"
-    return WorkerConfig(a.connect, a.model, a.model_dir, model_options(a), name, a.nice,
-                        a.liveness, a.stats_json, a.keys)
+    return WorkerConfig(
+        a.connect,
+        a.model,
+        a.model_dir,
+        model_options(a),
+        name,
+        a.nice,
+        a.liveness,
+        a.stats_json,
+        a.keys,
+    )
 
 
 def _connect(rt: Runtime, config: WorkerConfig) -> zmq.Socket:
@@ -125,6 +160,7 @@ def run(config: WorkerConfig, rt: Runtime) -> int:
     if config.options.threads:
         cv2.setNumThreads(config.options.threads)
     stats = Stats("inference", rt.log, config.stats_json)
+    stats.live = lambda: {"inference_fps": round(stats.rate("masks_sent"), 3)}
     bad = sockets.BadMessages("inference")
     remote = not sockets.is_loopback(config.connect)
     sock = _connect(rt, config)
@@ -149,8 +185,11 @@ def run(config: WorkerConfig, rt: Runtime) -> int:
         if msg is None:
             continue
         if msg.kind == protocol.HEARTBEAT:
-            sock.send_multipart(protocol.encode(protocol.READY, worker=config.name, model=config.model))
+            sock.send_multipart(
+                protocol.encode(protocol.READY, worker=config.name, model=config.model)
+            )
         elif msg.kind == protocol.FRAME and msg.image is not None and msg.image.ndim == 3:
+            stats.count("frames_received")
             t0 = time.perf_counter()
             result = _segment_interruptibly(segmenter, msg.image, rt)
             if result is None:  # asked to stop mid-forward
@@ -165,15 +204,23 @@ def run(config: WorkerConfig, rt: Runtime) -> int:
             stats.sample("infer_ms", ms)
             stats.count("masks_sent")
             h = msg.header
-            sock.send_multipart(protocol.encode(
-                protocol.MASK, result.mask, enc="png" if remote else "raw", frame_id=h["frame_id"],
-                ts=h["ts"], stream=h.get("stream", 0), worker=config.name, infer_ms=round(ms, 1),
-            ), copy=False)
+            sock.send_multipart(
+                protocol.encode(
+                    protocol.MASK,
+                    result.mask,
+                    enc="png" if remote else "raw",
+                    frame_id=h["frame_id"],
+                    ts=h["ts"],
+                    stream=h.get("stream", 0),
+                    worker=config.name,
+                    infer_ms=round(ms, 1),
+                ),
+                copy=False,
+            )
             last_heard = time.monotonic()
         else:
             bad(f"unexpected {msg.kind} message", time.time())
         stats.tick(_status(stats, infer_ms))
-    stats.extra["inference_fps"] = round(stats.rate("masks_sent"), 3)
     stats.tick(force=True)
     sock.close(0)
     return 0
@@ -206,5 +253,7 @@ def _segment_interruptibly(segmenter, image, rt: Runtime):
 
 def _status(stats: Stats, infer_ms: list[float]) -> str:
     last = f"{infer_ms[-1]:.0f} ms" if infer_ms else "-"
-    return (f"{stats.recent_rate('masks_sent'):.2f} masks/s, last forward {last}, "
-            f"{stats.counts['masks_sent']} sent, {stats.counts['reconnects']} reconnects")
+    return (
+        f"{stats.recent_rate('masks_sent'):.2f} masks/s, last forward {last}, "
+        f"{stats.counts['masks_sent']} sent, {stats.counts['reconnects']} reconnects"
+    )

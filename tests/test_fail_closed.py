@@ -17,13 +17,25 @@ from tests.conftest import ANCHOR, SELFIE, read_json, wait_for
 def start_pipeline(procs, port_base, tmp_path, *compositor_args, worker=True):
     ep = [f"tcp://127.0.0.1:{port_base + i}" for i in range(4)]
     procs.start("capture", "--source", ANCHOR, "--loop", "--bind", ep[0])
-    procs.start("compositor", "--frames", ep[0], "--infer-bind", ep[1], "--out-bind", ep[2],
-                "--control-bind", ep[3], "--stats-json", tmp_path / "comp.json",
-                *compositor_args)
+    procs.start(
+        "compositor",
+        "--frames",
+        ep[0],
+        "--infer-bind",
+        ep[1],
+        "--out-bind",
+        ep[2],
+        "--control-bind",
+        ep[3],
+        "--stats-json",
+        tmp_path / "comp.json",
+        *compositor_args,
+    )
     procs.start("display", "--headless", "--connect", ep[2], "--control", ep[3])
     if worker:
-        return procs.start("inference", "--connect", ep[1], "--model", "selfie",
-                           "--model-dir", SELFIE)
+        return procs.start(
+            "inference", "--connect", ep[1], "--model", "selfie", "--model-dir", SELFIE
+        )
     return None
 
 
@@ -35,8 +47,9 @@ def counts(tmp_path):
 def test_no_worker_means_every_frame_is_hidden(procs, port_base, tmp_path):
     alpha = tmp_path / "alpha"
     start_pipeline(procs, port_base, tmp_path, "--save-alpha", alpha, worker=False)
-    composited, hidden, _ = wait_for(lambda: (c := counts(tmp_path))[0] >= 40 and c, 30,
-                                     "40 composited frames")
+    composited, hidden, _ = wait_for(
+        lambda: (c := counts(tmp_path))[0] >= 40 and c, 30, "40 composited frames"
+    )
     assert hidden == composited  # nothing private leaks before a first mask exists
     pngs = sorted(alpha.glob("*.png"))
     assert pngs
@@ -48,7 +61,8 @@ def test_mask_older_than_max_age_is_not_trusted(procs, port_base, tmp_path):
     # a mask is always at least a frame old (~40 ms): a 10 ms limit makes every mask stale
     start_pipeline(procs, port_base, tmp_path, "--max-mask-age", "0.01")
     composited, hidden, masks = wait_for(
-        lambda: (c := counts(tmp_path))[2] >= 10 and c[0] >= 40 and c, 40, "masks flowing")
+        lambda: (c := counts(tmp_path))[2] >= 10 and c[0] >= 40 and c, 40, "masks flowing"
+    )
     assert hidden >= composited - 2  # masks arrive, yet none is trusted
 
 
