@@ -40,8 +40,10 @@ def make_socket(
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-    if kind in (zmq.PUSH, zmq.DEALER):
+    if kind == zmq.PUSH:
         sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue frames for a peer that is not there yet
+    # A send that cannot complete in a second means the peer is gone: callers treat it so.
+    sock.setsockopt(zmq.SNDTIMEO, 1000)
     if bind:
         try:
             sock.bind(bind)

@@ -20,6 +20,7 @@ from typing import Any
 
 import cv2
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from common import protocol, security, sockets
 from common.errors import FatalError
@@ -228,6 +229,7 @@ class Compositor:
         self.in_flight: dict[int, Frame] = {}  # frames handed to workers, kept as refinement guides
         self.masks_by_worker: dict[str, int] = {}
         self.last_heartbeat = 0.0
+        self.last_refused_log = 0.0
         self.remote = not sockets.is_loopback(config.infer_bind)
         if config.save_alpha:
             config.save_alpha.mkdir(parents=True, exist_ok=True)
@@ -297,7 +299,7 @@ class Compositor:
             try:
                 self.links.router.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
             except zmq.ZMQError:  # vanished or flooded worker: forget it, try the next one
-                self.pool.slots.pop(identity, None)
+                self.worker_lost(identity)
                 continue
             self.stats.count(
                 "frame_bytes_to_workers", len(parts[-1]) if enc != "raw" else frame.image.nbytes
@@ -308,6 +310,11 @@ class Compositor:
                 for old in sorted(self.in_flight)[:-32]:
                     del self.in_flight[old]
             return True
+
+    def worker_lost(self, identity: bytes) -> None:
+        slot = self.pool.lost(identity)
+        if slot is not None:
+            self.rt.log.warning("worker %s is gone, slot dropped (pipeline goes on)", slot.name)
 
     def housekeeping(self) -> None:
         """Heartbeats to idle workers, worker expiry, control messages, monitor events."""
@@ -321,8 +328,7 @@ class Compositor:
                 try:
                     self.links.router.send_multipart([identity, *hb], flags=zmq.NOBLOCK)
                 except zmq.ZMQError:
-                    self.pool.slots.pop(identity, None)
-                    self.pool.idle.pop(identity, None)
+                    self.worker_lost(identity)
         for parts in sockets.drain(self.links.control, limit=100):
             msg = sockets.decode_or_count(parts, self.bad, time.time())
             if msg is not None and msg.kind == protocol.CONTROL:
@@ -333,12 +339,22 @@ class Compositor:
                 self.rt.log.info("privacy %s", "on" if self.privacy else "off")
         if self.links.monitor is not None:
             for parts in sockets.drain(self.links.monitor, limit=100):
-                event = zmq.utils.monitor.parse_monitor_message(parts)
-                self.stats.count("peers_refused")
-                self.rt.log.warning(
-                    "refused a worker connection from %s (bad or unknown key)",
-                    event.get("endpoint", b"?").decode(errors="replace"),
-                )
+                event = parse_monitor_message([p.bytes for p in parts])
+                self.refused(event.get("endpoint", b"?").decode(errors="replace"))
+
+    def refused(self, endpoint: str) -> None:
+        """Count a peer refused at the handshake (bad key, no key, garbage); log it rate-limited."""
+        self.stats.count("peers_refused")
+        n = self.stats.counts["peers_refused"]
+        now = time.monotonic()
+        if n == 1 or now - self.last_refused_log >= 5.0:
+            self.last_refused_log = now
+            self.rt.log.warning(
+                "refused a connection on %s: unknown or wrong key, or not our protocol "
+                "(%d refused so far)",
+                endpoint,
+                n,
+            )
 
     # --- frames ----------------------------------------------------------------------------
     def composite_and_send(self, frame: Frame, blocking: bool) -> bool:

@@ -70,6 +70,14 @@ class WorkerPool:
                 self.timeouts += 1
         return gone
 
+    def lost(self, identity: bytes) -> Slot | None:
+        """A worker found gone (a send to it failed): drop its slot, count it as a timeout."""
+        slot = self.slots.pop(identity, None)
+        self.idle.pop(identity, None)
+        if slot is not None:
+            self.timeouts += 1
+        return slot
+
     def busy_with(self, frame_id: int) -> bool:
         return any(s.busy_frame == frame_id for s in self.slots.values())
 

@@ -148,8 +148,21 @@ def _connect(rt: Runtime, config: WorkerConfig) -> zmq.Socket:
 
     security.client(sock, config.connect, config.keys)
     sock.connect(config.connect)
-    sock.send_multipart(protocol.encode(protocol.READY, worker=config.name, model=config.model))
+    _send(sock, _ready(config))  # queued until the connection is up (no IMMEDIATE on DEALER)
     return sock
+
+
+def _ready(config: WorkerConfig) -> list:
+    return protocol.encode(protocol.READY, worker=config.name, model=config.model)
+
+
+def _send(sock: zmq.Socket, parts: list) -> bool:
+    """Send, or False if the compositor has not taken it within the socket's send timeout."""
+    try:
+        sock.send_multipart(parts, copy=False)
+        return True
+    except zmq.Again:
+        return False
 
 
 def run(config: WorkerConfig, rt: Runtime) -> int:
@@ -184,10 +197,9 @@ def run(config: WorkerConfig, rt: Runtime) -> int:
         msg = sockets.decode_or_count(parts, bad, time.time())
         if msg is None:
             continue
+        sent = True
         if msg.kind == protocol.HEARTBEAT:
-            sock.send_multipart(
-                protocol.encode(protocol.READY, worker=config.name, model=config.model)
-            )
+            sent = _send(sock, _ready(config))
         elif msg.kind == protocol.FRAME and msg.image is not None and msg.image.ndim == 3:
             stats.count("frames_received")
             t0 = time.perf_counter()
@@ -197,14 +209,15 @@ def run(config: WorkerConfig, rt: Runtime) -> int:
             if isinstance(result, Exception):
                 rt.log.error("model failed on frame %s: %s", msg.header["frame_id"], result)
                 stats.count("errors")
-                sock.send_multipart(protocol.encode(protocol.READY, worker=config.name))
+                sent = _send(sock, _ready(config))
                 continue
             ms = (time.perf_counter() - t0) * 1000
             infer_ms.append(ms)
             stats.sample("infer_ms", ms)
             stats.count("masks_sent")
             h = msg.header
-            sock.send_multipart(
+            sent = _send(
+                sock,
                 protocol.encode(
                     protocol.MASK,
                     result.mask,
@@ -215,11 +228,12 @@ def run(config: WorkerConfig, rt: Runtime) -> int:
                     worker=config.name,
                     infer_ms=round(ms, 1),
                 ),
-                copy=False,
             )
             last_heard = time.monotonic()
         else:
             bad(f"unexpected {msg.kind} message", time.time())
+        if not sent:  # the compositor is not taking messages: reconnect at the next idle poll
+            last_heard = float("-inf")
         stats.tick(_status(stats, infer_ms))
     stats.tick(force=True)
     sock.close(0)

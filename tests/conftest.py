@@ -82,10 +82,13 @@ class Procs:
         self.tmp = tmp
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, module: str, *args: str, name: str | None = None) -> subprocess.Popen:
+    def start(
+        self, module: str, *args: str, name: str | None = None, prefix: tuple[str, ...] = ()
+    ) -> subprocess.Popen:
+        """Start ``python -m module args`` (``prefix``: e.g. ip netns exec NS, another host)."""
         log = open(self.tmp / f"{name or module}.log", "a")
         p = subprocess.Popen(
-            [sys.executable, "-m", module, *map(str, args)],
+            [*prefix, sys.executable, "-m", module, *map(str, args)],
             cwd=REPO,
             env=env(),
             stdout=log,
@@ -159,3 +162,35 @@ def xdisplay() -> Iterator[str]:
     yield f":{number}"
     proc.terminate()
     proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def netns() -> Iterator[tuple[str, str, str]]:
+    """Another host: a network namespace joined to this one by a veth pair (link-local addresses).
+
+    Yields (namespace, this side's address, the namespace's address). Needs root and iproute2.
+    """
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        if os.environ.get("CI"):
+            pytest.fail("network namespace tests need root and iproute2 in CI")
+        pytest.skip("needs root and iproute2 (ip netns)")
+    k = os.getpid() % 200 + 20
+    ns, here, there = f"pcam{os.getpid()}", f"169.254.{k}.1", f"169.254.{k}.2"
+    va, vb = f"pcv{os.getpid() % 100000}a", f"pcv{os.getpid() % 100000}b"
+    cmds = [
+        ["ip", "netns", "add", ns],
+        ["ip", "link", "add", va, "type", "veth", "peer", "name", vb],
+        ["ip", "link", "set", vb, "netns", ns],
+        ["ip", "addr", "add", f"{here}/24", "dev", va],
+        ["ip", "link", "set", va, "up"],
+        ["ip", "netns", "exec", ns, "ip", "addr", "add", f"{there}/24", "dev", vb],
+        ["ip", "netns", "exec", ns, "ip", "link", "set", vb, "up"],
+        ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"],
+    ]
+    try:
+        for c in cmds:
+            subprocess.run(c, check=True, capture_output=True, timeout=20)
+        yield ns, here, there
+    finally:
+        subprocess.run(["ip", "link", "del", va], capture_output=True, timeout=20)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)

@@ -1,0 +1,244 @@
+"""Workers on another host (a network namespace): encryption, keys, bandwidth, hostile input.
+
+Every non-loopback link is CurveZMQ-encrypted and only workers whose public keys the compositor was
+given get frames. Here the worker really runs on another host: a network namespace joined to this
+one by a veth pair, so the compositor binds a non-loopback address exactly as it would on a LAN.
+"""
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import zmq
+
+from common import protocol
+from tests.conftest import ANCHOR, REPO, SELFIE, env, read_json, wait_for
+
+INTRUDER = """
+import sys, time, zmq, msgpack
+ctx = zmq.Context(); s = ctx.socket(zmq.DEALER); s.setsockopt(zmq.LINGER, 0); s.connect(sys.argv[1])
+s.send_multipart([msgpack.packb({"p": "pcam", "v": 1, "kind": "ready", "worker": "intruder"})])
+n, end = 0, time.time() + 4
+while time.time() < end:
+    if s.poll(200):
+        s.recv_multipart(); n += 1
+print("received", n)
+"""
+
+
+def make_keys(folder, worker):
+    r = subprocess.run(
+        [sys.executable, "-m", "inference", "keys", str(folder), "--worker", worker],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    return folder / f"worker-{worker}"
+
+
+def start_remote_pipeline(procs, tmp_path, port_base, here, keys):
+    ep = [f"tcp://127.0.0.1:{port_base + i}" for i in range(4)]
+    infer = f"tcp://{here}:{port_base + 1}"
+    procs.start("capture", "--source", ANCHOR, "--loop", "--bind", ep[0])
+    procs.start(
+        "compositor",
+        "--frames",
+        ep[0],
+        "--infer-bind",
+        infer,
+        "--out-bind",
+        ep[2],
+        "--control-bind",
+        ep[3],
+        "--keys",
+        keys,
+        "--remote-encoding",
+        "jpeg",
+        "--stats-json",
+        tmp_path / "comp.json",
+    )
+    procs.start("display", "--headless", "--connect", ep[2], "--control", ep[3])
+    return infer
+
+
+def test_remote_worker_with_keys_works_and_others_get_nothing(procs, tmp_path, port_base, netns):
+    ns, here, _there = netns
+    there = ("ip", "netns", "exec", ns)
+    keys = tmp_path / "keys"
+    bundle = make_keys(keys, "laptop")
+    infer = start_remote_pipeline(procs, tmp_path, port_base, here, keys)
+    procs.start(
+        "inference",
+        "--connect",
+        infer,
+        "--keys",
+        bundle,
+        "--name",
+        "laptop",
+        "--model",
+        "selfie",
+        "--model-dir",
+        SELFIE,
+        prefix=there,
+        name="laptop",
+    )
+    wait_for(
+        lambda: read_json(tmp_path / "comp.json").get("masks_by_worker", {}).get("laptop", 0) > 5,
+        40,
+        "masks from the remote worker",
+    )
+    s = read_json(tmp_path / "comp.json")
+    raw = 640 * 524 * 3  # the anchor clip at --width 640
+    assert s["bytes_per_frame_to_workers"] < raw / 5  # JPEG on the wire
+    assert s["bytes_per_mask"] < 640 * 524 / 2  # PNG masks back
+
+    # A worker whose key the compositor was not given (right server key, own key pair).
+    stranger = make_keys(tmp_path / "other", "stranger")
+    shutil.copy(keys / "compositor.key", stranger / "compositor.key")
+    w = procs.start(
+        "inference",
+        "--connect",
+        infer,
+        "--keys",
+        stranger,
+        "--name",
+        "stranger",
+        "--model",
+        "selfie",
+        "--model-dir",
+        SELFIE,
+        "--stats-json",
+        tmp_path / "stranger.json",
+        prefix=there,
+        name="stranger",
+    )
+    # A plain ZeroMQ peer without any keys, speaking our protocol.
+    r = subprocess.run(
+        [*there, sys.executable, "-c", INTRUDER, infer],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env(),
+    )
+    assert r.stdout.split() == ["received", "0"], r.stdout + r.stderr
+    time.sleep(2)
+    assert w.poll() is None
+    assert read_json(tmp_path / "stranger.json").get("frames_received", 0) == 0
+    s = read_json(tmp_path / "comp.json")
+    assert "stranger" not in s["masks_by_worker"] and "intruder" not in s["masks_by_worker"]
+    assert s["peers_refused"] >= 2
+    assert "refused a connection" in (tmp_path / "compositor.log").read_text()
+    # Garbage bytes from the other host to the encrypted port are survived too.
+    with socket.create_connection((here, port_base + 1), timeout=5) as c:
+        c.sendall(np.random.default_rng(1).bytes(100_000))
+    time.sleep(1.5)
+    before = read_json(tmp_path / "comp.json")["masks_by_worker"]["laptop"]
+    wait_for(
+        lambda: read_json(tmp_path / "comp.json")["masks_by_worker"]["laptop"] > before,
+        10,
+        "the authorized worker to keep working",
+    )
+
+
+def test_worker_without_keys_for_a_remote_compositor_says_what_to_do(tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "inference",
+            "--connect",
+            "tcp://192.0.2.1:5551",
+            "--model",
+            "selfie",
+            "--model-dir",
+            str(SELFIE),
+        ],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--keys" in r.stderr and "python -m inference keys" in r.stderr
+
+
+def test_compositor_refuses_to_offer_frames_unencrypted_on_the_network(tmp_path, port_base):
+    r = subprocess.run(
+        [sys.executable, "-m", "compositor", "--infer-bind", f"tcp://0.0.0.0:{port_base}"],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2 and "must be encrypted" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_garbage_and_oversized_messages_to_every_port_are_survived(procs, tmp_path, port_base):
+    ep = [f"tcp://127.0.0.1:{port_base + i}" for i in range(4)]
+    procs.start("capture", "--source", ANCHOR, "--loop", "--bind", ep[0])
+    procs.start(
+        "compositor",
+        "--frames",
+        ep[0],
+        "--infer-bind",
+        ep[1],
+        "--out-bind",
+        ep[2],
+        "--control-bind",
+        ep[3],
+        "--stats-json",
+        tmp_path / "comp.json",
+    )
+    procs.start(
+        "display",
+        "--headless",
+        "--connect",
+        ep[2],
+        "--control",
+        ep[3],
+        "--stats-json",
+        tmp_path / "disp.json",
+    )
+    procs.start("inference", "--connect", ep[1], "--model", "selfie", "--model-dir", SELFIE)
+    wait_for(lambda: read_json(tmp_path / "comp.json").get("masks_applied", 0) > 5, 40, "masks")
+    rng = np.random.default_rng(0)
+    for i in range(4):  # raw garbage at every bound port (capture's and the compositor's)
+        with socket.create_connection(("127.0.0.1", port_base + i), timeout=5) as c:
+            c.sendall(rng.bytes(200_000))
+    ctx = zmq.Context()
+    try:
+        big = np.zeros(30_000_000, np.uint8)  # above the 25 MB limit of every socket
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(ep[1])
+        push = ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(ep[3])
+        for sock in (dealer, push):  # well-formed ZeroMQ, malformed for us, then oversized
+            sock.send_multipart([b"\x93garbage"])
+            sock.send_multipart([b"\x83\xa1p\xa4pcam\xa1v\x63\xa4kind\xa5ready"])  # version 99
+            sock.send_multipart(
+                protocol.encode(protocol.MASK, np.zeros((4, 4), np.uint8), frame_id="x", ts=0.0)
+            )
+            sock.send(big, copy=False)
+        time.sleep(2.5)
+    finally:
+        ctx.destroy(0)
+    assert all(p.poll() is None for p in procs.procs), "a stage died"
+    s0 = read_json(tmp_path / "comp.json")
+    assert s0["bad_messages"] >= 6
+    time.sleep(1.5)
+    s1 = read_json(tmp_path / "comp.json")
+    assert s1["frames_composited"] > s0["frames_composited"] + 20
+    assert s1["masks_applied"] > s0["masks_applied"]
+    assert read_json(tmp_path / "disp.json")["frames_displayed"] > 0
+    comp_log = (tmp_path / "compositor.log").read_text()
+    assert "dropped a bad message" in comp_log and "Traceback" not in comp_log
