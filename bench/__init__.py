@@ -1,0 +1,1 @@
+"""Benchmarks: run as python bench/<name>.py (they print the machine they ran on)."""
