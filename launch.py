@@ -130,19 +130,21 @@ def plan(a: argparse.Namespace, stats_dir: Path) -> list[Stage]:
     host = "tcp://127.0.0.1"
     frames, out, control = (f"{host}:{a.port_base + i}" for i in (0, 2, 3))
     infer_bind = a.infer_bind or f"{host}:{a.port_base + 1}"
-    infer_local = f"{host}:{_endpoint_port(infer_bind)}"
+    # Local workers connect to the bound address itself (127.0.0.1 for a wildcard bind).
+    bound_host = urllib.parse.urlsplit(infer_bind).hostname or ""
+    local_host = "127.0.0.1" if bound_host in ("", "0.0.0.0", "*", "::") else bound_host
+    infer_local = f"tcp://{local_host}:{_endpoint_port(infer_bind)}"
     worker_keys: list[str] = []
-    if not is_loopback(infer_bind):
-        if a.keys is None:
-            raise FatalError(
-                f"--infer-bind {infer_bind} is reachable from the network and must be encrypted: "
-                "create keys with 'python -m inference keys KEYDIR --worker NAME' "
-                "and pass --keys KEYDIR"
-            )
+    if not is_loopback(infer_bind) and a.keys is None:
+        raise FatalError(
+            f"--infer-bind {infer_bind} is reachable from the network and must be encrypted: "
+            "create keys with 'python -m inference keys KEYDIR --worker NAME' "
+            "and pass --keys KEYDIR"
+        )
+    if a.keys is not None:
+        # The worker socket is a CURVE server now: local workers need a key pair of their own.
         if a.workers and not (a.keys / "worker-local").is_dir():
-            make_keys(a.keys, "local")  # local workers meet the same encrypted socket
-        # local workers connect over loopback, but the socket is a CURVE server: force keys on
-        infer_local = f"tcp://127.0.0.1:{_endpoint_port(infer_bind)}"
+            make_keys(a.keys, "local")
         worker_keys = ["--keys", str(a.keys / "worker-local")]
 
     def stats(name: str) -> list[str]:

@@ -38,11 +38,12 @@ def _load(path: Path, what: str) -> tuple[bytes, bytes | None]:
 
 
 def server(ctx: zmq.Context, sock: zmq.Socket, endpoint: str, keys: Path | None):
-    """Make ``sock`` a CURVE server accepting only authorized workers (non-loopback endpoints).
+    """Make ``sock`` a CURVE server accepting only authorized workers.
 
-    Returns the running authenticator (stop it at exit) or None for loopback.
+    Required for non-loopback endpoints; used on loopback too when keys are given. Returns the
+    running authenticator (stop it at exit), or None for a plain loopback socket.
     """
-    if is_loopback(endpoint):
+    if is_loopback(endpoint) and keys is None:
         return None
     if keys is None:
         raise FatalError(
@@ -63,8 +64,8 @@ def server(ctx: zmq.Context, sock: zmq.Socket, endpoint: str, keys: Path | None)
 
 
 def client(sock: zmq.Socket, endpoint: str, keys: Path | None) -> None:
-    """Make ``sock`` a CURVE client of the compositor (non-loopback endpoints)."""
-    if is_loopback(endpoint):
+    """Make ``sock`` a CURVE client of the compositor (required off loopback; used if given)."""
+    if is_loopback(endpoint) and keys is None:
         return
     if keys is None:
         raise FatalError(

@@ -15,7 +15,7 @@ import numpy as np
 import zmq
 
 from common import protocol
-from tests.conftest import ANCHOR, REPO, SELFIE, env, read_json, wait_for
+from tests.conftest import ANCHOR, REPO, SELFIE, env, launch, read_json, wait_for
 
 INTRUDER = """
 import sys, time, zmq, msgpack
@@ -242,3 +242,34 @@ def test_garbage_and_oversized_messages_to_every_port_are_survived(procs, tmp_pa
     assert read_json(tmp_path / "disp.json")["frames_displayed"] > 0
     comp_log = (tmp_path / "compositor.log").read_text()
     assert "dropped a bad message" in comp_log and "Traceback" not in comp_log
+
+
+def test_launch_with_a_network_bind_keys_its_local_worker_too(tmp_path, port_base, netns):
+    _ns, here, _there = netns
+    keys = tmp_path / "keys"
+    make_keys(keys, "desktop")
+    stats = tmp_path / "s.json"
+    r = launch(
+        "--source",
+        ANCHOR,
+        "--model",
+        "selfie",
+        "--model-dir",
+        SELFIE,
+        "--headless",
+        "--max-frames",
+        60,
+        "--stats-json",
+        stats,
+        "--port-base",
+        port_base,
+        "--infer-bind",
+        f"tcp://{here}:{port_base + 1}",
+        "--keys",
+        keys,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (keys / "authorized" / "local.key").is_file()  # made for the local worker
+    s = read_json(stats)
+    assert s["masks_by_worker"].get("inference", 0) > 5
+    assert s["stages"]["compositor"].get("peers_refused", 0) == 0
