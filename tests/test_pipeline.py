@@ -22,8 +22,9 @@ REQUIRED = (
 )
 
 
-def test_selfie_pipeline_on_a_clip_reports_stats(tmp_path, port_base):
+def test_selfie_pipeline_on_a_clip_reports_stats_and_records(tmp_path, port_base):
     stats = tmp_path / "s.json"
+    rec = tmp_path / "rec.mp4"
     r = launch(
         "--source",
         ANCHOR,
@@ -38,8 +39,14 @@ def test_selfie_pipeline_on_a_clip_reports_stats(tmp_path, port_base):
         stats,
         "--port-base",
         port_base,
+        "--output",
+        rec,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+    cap = cv2.VideoCapture(str(rec))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 60
+    ok, first = cap.read()
+    assert ok and first.shape == (524, 640, 3)  # 352x288 clip at --width 640
     s = json.loads(stats.read_text())
     for key in REQUIRED:
         assert key in s, key
