@@ -34,10 +34,12 @@ DEFAULT_INFER = "tcp://127.0.0.1:5551"
 DEFAULT_OUT = "tcp://127.0.0.1:5552"
 DEFAULT_CONTROL = "tcp://127.0.0.1:5553"
 HEARTBEAT_S = 1.0
-# Default staleness limit. Measured here: Mask R-CNN (stand-in, 2 cores shared with the pipeline)
-# delivers a mask every ~1-1.5 s, so masks are up to ~2.5 s old when replaced; 4 s leaves room for a
-# slower laptop while still hiding the room if the worker has really stopped.
-DEFAULT_MAX_MASK_AGE = 4.0
+# Default staleness limit, from measurement: the slowest shipped model (Mask R-CNN, 100 proposals)
+# takes 2-3 s a forward pass on a 2-core laptop-class CPU while the pipeline runs beside it, so a
+# mask is normally up to two forward passes old when replaced (p95 ~5 s measured here). 6 s keeps
+# that steady state from blinking to fail-closed, yet hides the room within seconds when a worker
+# really stops. With the selfie model (masks ~40 ms old) pass a much lower value, e.g. 1.
+DEFAULT_MAX_MASK_AGE = 6.0
 
 
 @dataclass(frozen=True)
