@@ -27,7 +27,12 @@ import cv2
 import numpy as np
 
 from common.errors import FatalError
-from compositor.background import Background, ColorBackground, open_background
+from compositor.background import (  # noqa: F401  (fit_background: part of the compose API)
+    Background,
+    ColorBackground,
+    fit_background,
+    open_background,
+)
 
 # Working resolution for everything that need not be full resolution (mask, guided-filter
 # coefficients, background blur). ~320 px wide is above the selfie model's 256 px output, so no
@@ -54,7 +59,7 @@ GF_EPS = 1e-2
 OUT_LOW = 0.25
 OUT_HIGH = 0.55
 # Temporal smoothing: weight of the previous mask where the new one is exactly 0.5.
-TEMPORAL_KEEP = 0.7
+TEMPORAL_KEEP = 0.85
 # Fail-closed blur: sigma as a fraction of the working width (1/10: only colour blobs remain).
 FAIL_CLOSED_SIGMA_FRACTION = 0.1
 # Aspect-ratio tolerance between a mask and the frame it is applied to (rounding of sizes).
@@ -86,8 +91,8 @@ class MaskState:
     """The latest accepted mask, already processed for rendering."""
 
     frame_shape: tuple[int, int]  # (h, w) of the frame the mask belongs to
-    alpha: np.ndarray  # float32 0..1: working-res soft alpha (refine) or mask-res raw probability
-    prob: np.ndarray  # float32 0..1, temporally smoothed probability (input of the next smoothing)
+    # float32 0..1, temporally smoothed: working-res soft alpha (refine) or mask-res raw probability
+    alpha: np.ndarray
 
 
 @dataclass
@@ -179,16 +184,21 @@ def soft_alpha(
     return a
 
 
-def temporal_smooth(prev: np.ndarray, new: np.ndarray, keep: float = TEMPORAL_KEEP) -> np.ndarray:
-    """Blend ``prev`` into ``new`` only where ``new`` is uncertain (near 0.5).
+def temporal_smooth(
+    prev: np.ndarray, new: np.ndarray, prob: np.ndarray, keep: float = TEMPORAL_KEEP
+) -> np.ndarray:
+    """Blend the previous alpha ``prev`` into ``new`` only where the model is uncertain.
 
+    ``prob`` is the new model probability the uncertainty is read from: full smoothing (weight
+    ``keep`` for ``prev``) for 0.3 <= p <= 0.7, none below 0.1 or above 0.9, linear in between.
     Why not a plain moving average: that leaves a ghost of the person wherever they were a few
-    frames ago. Weighting by uncertainty (1 - |2p - 1|)^2 means confident pixels (a person who
-    moved, background uncovered) take the new value at once, while the boundary band, where
-    the model flips between frames, is averaged and stops flickering.
+    frames ago; here confident pixels (a person who moved, background uncovered) take the new
+    value at once, while the boundary band, where the model flips between frames, is averaged.
+    Why smooth the alpha and not the probability: the threshold band in between turns a small
+    flip of p around 0.5 into a full 0 <-> 1 flip, so it has to be averaged after the band.
     """
-    u = 1.0 - np.abs(2.0 * new - 1.0)
-    w = keep * u * u
+    u = np.clip((0.8 - np.abs(2.0 * prob - 1.0)) * 2.5, 0.0, 1.0)
+    w = keep * u
     return (new + w * (prev - new)).astype(np.float32, copy=False)
 
 
@@ -353,13 +363,13 @@ def accept_mask(
         prob = small.astype(np.float32) * (1.0 / 255.0)
     else:
         prob = mask.astype(np.float32) * (1.0 / 255.0)
-    prev = state.mask
-    if settings.temporal and continuous and prev is not None and prev.prob.shape == prob.shape:
-        prob = temporal_smooth(prev.prob, prob, TEMPORAL_KEEP)
     alpha = (
         soft_alpha(prob, BAND_LOW, BAND_HIGH, DILATE_PX, FEATHER_SIGMA) if settings.refine else prob
     )
-    state.mask = MaskState(frame_shape=(fh, fw), alpha=alpha, prob=prob)
+    prev = state.mask
+    if settings.temporal and continuous and prev is not None and prev.alpha.shape == alpha.shape:
+        alpha = temporal_smooth(prev.alpha, alpha, prob, TEMPORAL_KEEP)
+    state.mask = MaskState(frame_shape=(fh, fw), alpha=alpha)
 
 
 # --------------------------------------------------------------------------- per frame
