@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -47,6 +48,18 @@ def label(img: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
+def generated_backdrop(h: int, w: int) -> np.ndarray:
+    """A calm studio-like backdrop: vertical gradient with soft light spots (deterministic)."""
+    y = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
+    x = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :]
+    top, bottom = np.array([150, 110, 60], np.float32), np.array([70, 45, 25], np.float32)  # BGR
+    img = top * (1 - y[..., None]) + bottom * y[..., None] + 0 * x[..., None]
+    for cx, cy, r, gain in ((0.2, 0.3, 0.25, 60), (0.8, 0.25, 0.2, 45), (0.6, 0.8, 0.3, 30)):
+        d2 = ((x - cx) * w / h) ** 2 + (y - cy) ** 2
+        img += gain * np.exp(-d2 / (2 * r * r))[..., None]
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def composite(frame: np.ndarray, mask: np.ndarray, settings: ComposeSettings) -> np.ndarray:
     state = new_state(settings)
     accept_mask(state, mask, frame, continuous=False)
@@ -62,12 +75,19 @@ def main() -> None:
     )
     ap.add_argument("--frame", type=int, default=60)
     ap.add_argument(
-        "--background", type=Path, default=SHARED / "media/gt_images/voc_noperson_23.png"
+        "--background",
+        type=Path,
+        default=None,
+        help="replacement image (default: a generated backdrop, so no third-party picture is "
+        "redistributed in the docs)",
     )
     ap.add_argument("--out", type=Path, default=REPO / "docs/before_after.jpg")
     args = ap.parse_args()
 
     frame = read_frame(args.video, args.frame)
+    if args.background is None:
+        args.background = Path(tempfile.mkdtemp()) / "backdrop.png"
+        cv2.imwrite(str(args.background), generated_backdrop(720, 1280))
     seg = open_segmenter("selfie", SHARED / "models/selfie-segmentation")
     mask = seg.segment(frame).mask
     panels = [
