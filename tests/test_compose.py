@@ -36,8 +36,8 @@ def photo(width: int = 640) -> np.ndarray:
     return cv2.resize(img, (width, round(h * width / w)), interpolation=cv2.INTER_AREA)
 
 
-def composite(frame, mask, settings=ComposeSettings(), continuous=False):
-    state = new_state(settings)
+def composite(frame, mask, settings=None, continuous=False):
+    state = new_state(settings or ComposeSettings())
     accept_mask(state, mask, frame, continuous=continuous)
     return render(state, frame, privacy=True, mask_ok=True)
 
