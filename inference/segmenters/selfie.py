@@ -20,7 +20,7 @@ from inference.segmenter import Segmentation, SegmenterOptions
 
 NAME = "selfie"
 INPUT_SIZES = {"square": (256, 256), "landscape": (256, 144)}  # (w, h)
-LANDSCAPE_ASPECT = 1.3  # w/h above this uses the 144x256 build (16:9 = 1.78, 4:3 = 1.33)
+LANDSCAPE_ASPECT = 1.55  # w/h above: 144x256 build; between 4:3 (1.33, square) and 16:9 (1.78)
 
 
 def pick_variant(frame_w: int, frame_h: int, setting: str = "auto") -> str:
