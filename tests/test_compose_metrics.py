@@ -1,0 +1,64 @@
+"""bench/metrics.py on synthetic shapes: the numbers the quality tables rest on."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from bench.metrics import boundary, boundary_f, iou
+
+
+def square(x0: int, size: int = 40, shape: tuple[int, int] = (100, 100)) -> np.ndarray:
+    m = np.zeros(shape, np.uint8)
+    m[30 : 30 + size, x0 : x0 + size] = 255
+    return m
+
+
+def test_iou_of_shifted_squares_is_the_overlap_ratio():
+    a, b = square(20), square(30)  # 40x40 each, overlap 30x40
+    assert iou(a, a) == 1.0
+    assert abs(iou(a, b) - (30 * 40) / (2 * 40 * 40 - 30 * 40)) < 1e-9
+    assert iou(a, np.zeros_like(a)) == 0.0
+
+
+def test_empty_prediction_and_empty_gt_score_perfect():
+    z = np.zeros((50, 50), np.uint8)
+    assert iou(z, z) == 1.0 and boundary_f(z, z) == 1.0
+    assert boundary_f(z, square(5, 20, (50, 50))) == 0.0
+
+
+def test_alpha_is_thresholded_at_128():
+    gt = square(20)
+    soft = (gt > 0).astype(np.uint8) * 128
+    assert iou(soft, gt) == 1.0
+    assert iou(soft - 1, gt) == 0.0
+
+
+def test_boundary_f_tolerates_2px_but_not_4px():
+    gt = square(30)
+    assert boundary_f(square(30), gt) == 1.0
+    assert boundary_f(square(32), gt) == 1.0  # every contour pixel within 2 px
+    shifted4 = boundary_f(square(34), gt)
+    assert shifted4 < 0.7  # left/right edges now 4 px off: only top/bottom runs still match
+    assert boundary_f(square(32), gt, tolerance=1) < 1.0
+
+
+def test_boundary_is_one_pixel_thick_and_ignores_the_frame_edge():
+    m = np.zeros((60, 60), bool)
+    m[:, :30] = True  # touches the left, top and bottom frame border
+    b = boundary(m)
+    assert b.sum() == 60 and b[:, 29].all()  # only the inner edge at x = 29
+
+
+def test_boundary_f_rewards_a_better_edge_where_iou_barely_moves():
+    gt = np.zeros((200, 200), np.uint8)
+    cv2.circle(gt, (100, 100), 70, 255, -1)
+    rough = gt.copy()
+    rng = np.random.default_rng(0)
+    for _ in range(60):  # dents and bumps of 3-4 px along the contour
+        ang = rng.uniform(0, 2 * np.pi)
+        c = (int(100 + 70 * np.cos(ang)), int(100 + 70 * np.sin(ang)))
+        cv2.circle(rough, c, 4, int(rng.integers(0, 2)) * 255, -1)
+    i, f = iou(rough, gt), boundary_f(rough, gt)
+    assert i > 0.9
+    assert 1 - f > 2 * (1 - i), (i, f)  # the contour metric sees the edge damage far more
