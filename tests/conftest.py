@@ -115,6 +115,63 @@ class Procs:
                 p.wait()
 
 
+def endpoints(port_base: int) -> list[str]:
+    """capture, workers, display, control endpoints of a pipeline on loopback."""
+    return [f"tcp://127.0.0.1:{port_base + i}" for i in range(4)]
+
+
+def start_core(
+    procs: Procs,
+    port_base: int,
+    tmp_path: Path,
+    *compositor_args,
+    infer: str | None = None,
+    display_args: tuple = (),
+) -> subprocess.Popen:
+    """capture (looped anchor clip), compositor (stats in tmp_path/comp.json), headless display.
+
+    Returns the compositor; workers are started separately so tests can kill or restart them.
+    """
+    ep = endpoints(port_base)
+    procs.start("capture", "--source", ANCHOR, "--loop", "--bind", ep[0])
+    comp = procs.start(
+        "compositor",
+        "--frames",
+        ep[0],
+        "--infer-bind",
+        infer or ep[1],
+        "--out-bind",
+        ep[2],
+        "--control-bind",
+        ep[3],
+        "--stats-json",
+        tmp_path / "comp.json",
+        *compositor_args,
+    )
+    procs.start("display", "--headless", "--connect", ep[2], "--control", ep[3], *display_args)
+    return comp
+
+
+def start_worker(
+    procs: Procs, connect: str, *extra, name: str = "inference", prefix: tuple = ()
+) -> subprocess.Popen:
+    """A selfie-model worker named ``name`` (its log is tmp_path/<name>.log)."""
+    return procs.start(
+        "inference",
+        "--connect",
+        connect,
+        "--name",
+        name,
+        "--model",
+        "selfie",
+        "--model-dir",
+        SELFIE,
+        *extra,
+        name=name,
+        prefix=prefix,
+    )
+
+
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Procs]:
     p = Procs(tmp_path)

@@ -11,32 +11,12 @@ import time
 
 import cv2
 
-from tests.conftest import ANCHOR, SELFIE, read_json, wait_for
+from tests.conftest import endpoints, read_json, start_core, start_worker, wait_for
 
 
 def start_pipeline(procs, port_base, tmp_path, *compositor_args, worker=True):
-    ep = [f"tcp://127.0.0.1:{port_base + i}" for i in range(4)]
-    procs.start("capture", "--source", ANCHOR, "--loop", "--bind", ep[0])
-    procs.start(
-        "compositor",
-        "--frames",
-        ep[0],
-        "--infer-bind",
-        ep[1],
-        "--out-bind",
-        ep[2],
-        "--control-bind",
-        ep[3],
-        "--stats-json",
-        tmp_path / "comp.json",
-        *compositor_args,
-    )
-    procs.start("display", "--headless", "--connect", ep[2], "--control", ep[3])
-    if worker:
-        return procs.start(
-            "inference", "--connect", ep[1], "--model", "selfie", "--model-dir", SELFIE
-        )
-    return None
+    start_core(procs, port_base, tmp_path, *compositor_args)
+    return start_worker(procs, endpoints(port_base)[1]) if worker else None
 
 
 def counts(tmp_path):

@@ -15,7 +15,18 @@ import numpy as np
 import zmq
 
 from common import protocol
-from tests.conftest import ANCHOR, REPO, SELFIE, env, launch, read_json, wait_for
+from tests.conftest import (
+    ANCHOR,
+    REPO,
+    SELFIE,
+    endpoints,
+    env,
+    launch,
+    read_json,
+    start_core,
+    start_worker,
+    wait_for,
+)
 
 INTRUDER = """
 import sys, time, zmq, msgpack
@@ -43,27 +54,8 @@ def make_keys(folder, worker):
 
 
 def start_remote_pipeline(procs, tmp_path, port_base, here, keys):
-    ep = [f"tcp://127.0.0.1:{port_base + i}" for i in range(4)]
     infer = f"tcp://{here}:{port_base + 1}"
-    procs.start("capture", "--source", ANCHOR, "--loop", "--bind", ep[0])
-    procs.start(
-        "compositor",
-        "--frames",
-        ep[0],
-        "--infer-bind",
-        infer,
-        "--out-bind",
-        ep[2],
-        "--control-bind",
-        ep[3],
-        "--keys",
-        keys,
-        "--remote-encoding",
-        "jpeg",
-        "--stats-json",
-        tmp_path / "comp.json",
-    )
-    procs.start("display", "--headless", "--connect", ep[2], "--control", ep[3])
+    start_core(procs, port_base, tmp_path, "--keys", keys, "--remote-encoding", "jpeg", infer=infer)
     return infer
 
 
@@ -73,21 +65,7 @@ def test_remote_worker_with_keys_works_and_others_get_nothing(procs, tmp_path, p
     keys = tmp_path / "keys"
     bundle = make_keys(keys, "laptop")
     infer = start_remote_pipeline(procs, tmp_path, port_base, here, keys)
-    procs.start(
-        "inference",
-        "--connect",
-        infer,
-        "--keys",
-        bundle,
-        "--name",
-        "laptop",
-        "--model",
-        "selfie",
-        "--model-dir",
-        SELFIE,
-        prefix=there,
-        name="laptop",
-    )
+    start_worker(procs, infer, "--keys", bundle, name="laptop", prefix=there)
     wait_for(
         lambda: read_json(tmp_path / "comp.json").get("masks_by_worker", {}).get("laptop", 0) > 5,
         40,
@@ -101,22 +79,15 @@ def test_remote_worker_with_keys_works_and_others_get_nothing(procs, tmp_path, p
     # A worker whose key the compositor was not given (right server key, own key pair).
     stranger = make_keys(tmp_path / "other", "stranger")
     shutil.copy(keys / "compositor.key", stranger / "compositor.key")
-    w = procs.start(
-        "inference",
-        "--connect",
+    w = start_worker(
+        procs,
         infer,
         "--keys",
         stranger,
-        "--name",
-        "stranger",
-        "--model",
-        "selfie",
-        "--model-dir",
-        SELFIE,
         "--stats-json",
         tmp_path / "stranger.json",
-        prefix=there,
         name="stranger",
+        prefix=there,
     )
     # A plain ZeroMQ peer without any keys, speaking our protocol.
     r = subprocess.run(
@@ -182,32 +153,9 @@ def test_compositor_refuses_to_offer_frames_unencrypted_on_the_network(tmp_path,
 
 
 def test_garbage_and_oversized_messages_to_every_port_are_survived(procs, tmp_path, port_base):
-    ep = [f"tcp://127.0.0.1:{port_base + i}" for i in range(4)]
-    procs.start("capture", "--source", ANCHOR, "--loop", "--bind", ep[0])
-    procs.start(
-        "compositor",
-        "--frames",
-        ep[0],
-        "--infer-bind",
-        ep[1],
-        "--out-bind",
-        ep[2],
-        "--control-bind",
-        ep[3],
-        "--stats-json",
-        tmp_path / "comp.json",
-    )
-    procs.start(
-        "display",
-        "--headless",
-        "--connect",
-        ep[2],
-        "--control",
-        ep[3],
-        "--stats-json",
-        tmp_path / "disp.json",
-    )
-    procs.start("inference", "--connect", ep[1], "--model", "selfie", "--model-dir", SELFIE)
+    ep = endpoints(port_base)
+    start_core(procs, port_base, tmp_path, display_args=("--stats-json", tmp_path / "disp.json"))
+    start_worker(procs, ep[1])
     wait_for(lambda: read_json(tmp_path / "comp.json").get("masks_applied", 0) > 5, 40, "masks")
     rng = np.random.default_rng(0)
     for i in range(4):  # raw garbage at every bound port (capture's and the compositor's)
