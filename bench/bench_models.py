@@ -116,6 +116,7 @@ def main() -> int:
         ("proposals=100 (as shipped)", SegmenterOptions(proposals=100)),
         ("proposals=50", SegmenterOptions(proposals=50)),
         ("proposals=20", SegmenterOptions(proposals=20)),
+        ("proposals=100, input_size=320", SegmenterOptions(proposals=100, input_size=320)),
         ("proposals=20, input_size=480", SegmenterOptions(proposals=20, input_size=480)),
         ("proposals=20, input_size=320", SegmenterOptions(proposals=20, input_size=320)),
         ("proposals=20, threads=1", SegmenterOptions(proposals=20, threads=1)),
