@@ -63,10 +63,14 @@ class Stats:
         series.append(value)
 
     def rate(self, name: str) -> float:
-        """Events per second between the first and last event (0 with fewer than two)."""
+        """Events per second between the first and last event.
+
+        0 until there are at least two events over half a second: a rate from two events a few
+        milliseconds apart is noise, not a measurement.
+        """
         n = self.counts.get(name, 0)
         span = self._last.get(name, 0.0) - self._first.get(name, 0.0)
-        return (n - 1) / span if n > 1 and span > 0 else 0.0
+        return (n - 1) / span if n > 1 and span >= 0.5 else 0.0
 
     def tick(self, status: str | None = None, force: bool = False) -> bool:
         """Once a second: log the status line (rates since the last tick) and save the JSON."""

@@ -179,7 +179,8 @@ def resolve(
         dest_dir = cache_root() / entry["folder"]
         try:
             found.update(fetch_files(files, missing, dest_dir, progress or stderr_progress))
-        except _Retryable as e:
+        except (_Retryable, FatalError) as e:
+            # Whatever went wrong (network, HTTP error, wrong bytes), say what to do instead.
             reason = f"download failed ({e})"
             raise FatalError(_missing_message(model, entry, missing, reason)) from e
     return {k: p for k, p in found.items() if p is not None}
