@@ -306,6 +306,7 @@ class Compositor:
             self.stats.count(
                 "frame_bytes_to_workers", len(parts[-1]) if enc != "raw" else frame.image.nbytes
             )
+            self.stats.count("frames_to_workers")
             self.pool.assign(identity, frame.id, time.monotonic())
             self.in_flight[frame.id] = frame
             if len(self.in_flight) > 64:  # masks that never came back: forget their guides
@@ -443,7 +444,7 @@ class Compositor:
             worker_timeouts=self.pool.timeouts,
             bad_messages=self.bad.count,
             bytes_per_frame_to_workers=_per(
-                s.counts["frame_bytes_to_workers"], s.counts["frames_to_workers_n"]
+                s.counts["frame_bytes_to_workers"], s.counts["frames_to_workers"]
             ),
             bytes_per_mask=_per(s.counts["mask_bytes"], s.counts["masks_received"]),
             privacy=self.privacy,
@@ -498,7 +499,6 @@ def run_realtime(c: Compositor) -> int:
             c.composite_and_send(frame, blocking=False)
             pending = frame
         if pending is not None and c.dispatch(pending):
-            c.stats.count("frames_to_workers_n")
             pending = None
         c.stats.tick(c.status())
         if ended:
@@ -538,13 +538,16 @@ def run_lockstep(c: Compositor) -> int:
                     c.send_end()
                     c.rt.log.info("source ended")
                     return 0
-                if msg is not None and msg.kind == protocol.FRAME and msg.image is not None:
+                if (
+                    msg is not None
+                    and msg.kind == protocol.FRAME
+                    and msg.image is not None
+                    and msg.image.ndim == 3
+                ):
                     current = Frame(msg.header, msg.image)
                     c.stats.count("frames_received")
         if current is not None and not (assigned and c.pool.busy_with(current.id)):
             # not yet handed out, or its worker timed out: (re)dispatch
             assigned = c.dispatch(current)
-            if assigned:
-                c.stats.count("frames_to_workers_n")
         c.stats.tick(c.status())
     return 0
