@@ -21,7 +21,7 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.machine import describe  # noqa: E402
+from bench.harness import describe  # noqa: E402
 from compositor import compose  # noqa: E402
 from inference.segmenter import open_segmenter  # noqa: E402
 

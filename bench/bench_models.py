@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.machine import describe  # noqa: E402
+from bench.harness import describe  # noqa: E402
 from inference.segmenter import SegmenterOptions, open_segmenter  # noqa: E402
 from inference.segmenters import selfie  # noqa: E402
 from inference.segmenters.maskrcnn import blob_size  # noqa: E402

@@ -11,10 +11,7 @@ lets masks arrive when they arrive. Both run here one after the other on the sam
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.machine import describe  # noqa: E402
+from bench.harness import describe, launch_stats  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 CLIP = SHARED / "media/videos/person_sitting_outdoors_pixabay35590.mp4"
@@ -76,29 +73,20 @@ def tutorial_loop(clip: Path, model_dir: Path, seconds: float) -> dict:
 
 
 def pipeline(clip: Path, model_dir: Path, seconds: float, extra: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        stats = Path(tmp) / "s.json"
-        cmd = [
-            sys.executable,
-            str(REPO / "launch.py"),
-            "--source",
-            str(clip),
-            "--loop",
-            "--model",
-            "maskrcnn",
-            "--model-dir",
-            str(model_dir),
-            "--headless",
-            "--max-frames",
-            str(int(seconds * 30)),
-            "--stats-json",
-            str(stats),
-            *extra,
-        ]
-        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=seconds * 10 + 60)
-        if r.returncode != 0:
-            raise SystemExit(f"pipeline failed:\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}")
-        s = json.loads(stats.read_text())
+    s = launch_stats(
+        "--source",
+        str(clip),
+        "--loop",
+        "--model",
+        "maskrcnn",
+        "--model-dir",
+        str(model_dir),
+        "--headless",
+        "--max-frames",
+        str(int(seconds * 30)),
+        *extra,
+        timeout=seconds * 10 + 60,
+    )
     return {
         "display_fps": s["display_fps"],
         "capture_fps": s["capture_fps"],

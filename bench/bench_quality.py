@@ -11,7 +11,6 @@ boundary F-measure (2 px tolerance, DAVIS style).
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.machine import describe  # noqa: E402
+from bench.harness import describe, launch_stats  # noqa: E402
 from bench.metrics import boundary_f, iou  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -53,9 +52,8 @@ def hike_pairs() -> tuple[Path, list[Path]]:
 
 
 def run(source: Path, out: Path, refine: bool) -> None:
-    cmd = [
-        sys.executable,
-        str(REPO / "launch.py"),
+    """The pipeline in lock-step over ``source``, writing the applied alphas to ``out``."""
+    launch_stats(
         "--source",
         str(source),
         "--model",
@@ -69,10 +67,8 @@ def run(source: Path, out: Path, refine: bool) -> None:
         "--save-alpha",
         str(out),
         *([] if refine else ["--no-refine"]),
-    ]
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        raise SystemExit(f"pipeline failed:\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}")
+        timeout=600,
+    )
 
 
 def score(out: Path, masks: list[Path]) -> tuple[float, float]:

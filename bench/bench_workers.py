@@ -11,10 +11,7 @@ and for the mask that travels back (PNG).
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -23,7 +20,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.machine import describe  # noqa: E402
+from bench.harness import describe, launch_stats  # noqa: E402
 from common import protocol  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -36,34 +33,25 @@ SELFIE = SHARED / "models/selfie-segmentation"
 
 
 def mask_rate(workers: int, seconds: float) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        stats = Path(tmp) / "s.json"
-        cmd = [
-            sys.executable,
-            str(REPO / "launch.py"),
-            "--source",
-            str(CLIPS["640x360"]),
-            "--loop",
-            "--model",
-            "maskrcnn",
-            "--model-dir",
-            str(STANDIN),
-            "--proposals",
-            "20",
-            "--threads",
-            "1",
-            "--workers",
-            str(workers),
-            "--headless",
-            "--max-frames",
-            str(int(seconds * 30)),
-            "--stats-json",
-            str(stats),
-        ]
-        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=seconds * 10 + 60)
-        if r.returncode != 0:
-            raise SystemExit(r.stdout[-3000:] + r.stderr[-2000:])
-        return json.loads(stats.read_text())
+    return launch_stats(
+        "--source",
+        str(CLIPS["640x360"]),
+        "--loop",
+        "--model",
+        "maskrcnn",
+        "--model-dir",
+        str(STANDIN),
+        "--proposals",
+        "20",
+        "--threads",
+        "1",
+        "--workers",
+        str(workers),
+        "--headless",
+        "--max-frames",
+        str(int(seconds * 30)),
+        timeout=seconds * 10 + 60,
+    )
 
 
 def wire_bytes(clip: Path, width: int) -> dict:

@@ -1,0 +1,42 @@
+"""What every benchmark shares: the line describing the machine, and running the real pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def describe() -> str:
+    """CPU model, cores, Python and OpenCV: numbers mean nothing without the machine."""
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads)"
+    )
+
+
+def launch_stats(*args: str, timeout: float) -> dict:
+    """Run ``python launch.py ARGS --stats-json TMP`` to the end and return its merged stats."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stats = Path(tmp) / "stats.json"
+        cmd = [sys.executable, str(REPO / "launch.py"), *args, "--stats-json", str(stats)]
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise SystemExit(f"pipeline failed:\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}")
+        return json.loads(stats.read_text())
