@@ -29,7 +29,7 @@ from capture.run import parse as parse_capture
 from common.errors import FatalError
 from common.security import make_keys
 from common.sockets import is_loopback
-from compositor.run import add_look_arguments
+from compositor.run import add_look_arguments, add_worker_arguments
 from compositor.run import parse as parse_compositor
 from display.run import parse as parse_display
 from inference.run import add_model_arguments
@@ -77,20 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where workers connect, e.g. tcp://0.0.0.0:5551 for remote workers",
     )
-    g.add_argument(
-        "--keys",
-        type=Path,
-        default=None,
-        help="key folder (python -m inference keys) for non-loopback workers",
-    )
-    g.add_argument(
-        "--remote-encoding",
-        choices=("raw", "jpeg"),
-        default="jpeg",
-        help="frames to remote workers (loopback is always raw)",
-    )
-    g.add_argument("--jpeg-quality", type=int, default=85)
-    g.add_argument("--worker-timeout", type=float, default=15.0)
+    add_worker_arguments(g)
     g.add_argument(
         "--nice",
         type=int,

@@ -52,7 +52,7 @@ class CompositorConfig:
     lockstep: bool = False
     max_mask_age: float = DEFAULT_MAX_MASK_AGE
     worker_timeout: float = 15.0
-    remote_encoding: str = "raw"
+    remote_encoding: str = "jpeg"
     jpeg_quality: int = 85
     keys: Path | None = None
     save_alpha: Path | None = None
@@ -107,6 +107,29 @@ def look_settings(a: argparse.Namespace) -> compose.ComposeSettings:
     )
 
 
+def add_worker_arguments(p: argparse.ArgumentParser) -> None:
+    """How workers are served, shared with launch.py (one definition, one default each)."""
+    p.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=15.0,
+        help="a worker silent this long on a frame loses its slot (seconds)",
+    )
+    p.add_argument(
+        "--remote-encoding",
+        choices=("raw", "jpeg"),
+        default="jpeg",
+        help="frames to non-loopback workers (loopback is always raw)",
+    )
+    p.add_argument("--jpeg-quality", type=int, default=85, help="JPEG quality for remote workers")
+    p.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        help="key folder (python -m inference keys) for non-loopback workers",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m compositor",
@@ -118,20 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-bind", default=DEFAULT_CONTROL, help="display's key commands")
     add_look_arguments(p)
     p.add_argument("--lockstep", action="store_true", help="every frame waits for its own mask")
-    p.add_argument(
-        "--worker-timeout",
-        type=float,
-        default=15.0,
-        help="a worker silent this long on a frame loses its slot (seconds)",
-    )
-    p.add_argument(
-        "--remote-encoding",
-        choices=("raw", "jpeg"),
-        default="raw",
-        help="frames to non-loopback workers: raw pixels or JPEG",
-    )
-    p.add_argument("--jpeg-quality", type=int, default=85)
-    p.add_argument("--keys", type=Path, default=None, help="key folder for non-loopback workers")
+    add_worker_arguments(p)
     p.add_argument("--save-alpha", type=Path, default=None, help="write applied alpha PNGs here")
     p.add_argument("--stats-json", type=Path, default=None, help="write stats JSON here")
     return p
