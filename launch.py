@@ -129,6 +129,15 @@ def plan(a: argparse.Namespace, stats_dir: Path) -> list[Stage]:
             "and pass --keys KEYDIR"
         )
     if a.keys is not None:
+        if not (a.keys / "compositor.key_secret").exists():
+            # First run with a new key folder: make the keys, like ssh-keygen would, and say
+            # what to copy where, so remote inference is two commands.
+            bundle = make_keys(a.keys, "remote")
+            log(
+                f"created keys in {a.keys}; copy {bundle} to the worker machine and run there: "
+                f"python -m inference --connect tcp://THIS_HOST:{_endpoint_port(infer_bind)} "
+                f"--keys {bundle.name}"
+            )
         # The worker socket is a CURVE server now: local workers need a key pair of their own.
         if a.workers and not (a.keys / "worker-local").is_dir():
             make_keys(a.keys, "local")

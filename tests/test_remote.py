@@ -221,3 +221,38 @@ def test_launch_with_a_network_bind_keys_its_local_worker_too(tmp_path, port_bas
     s = read_json(stats)
     assert s["masks_by_worker"].get("inference", 0) > 5
     assert s["stages"]["compositor"].get("peers_refused", 0) == 0
+
+
+def test_first_run_with_a_new_key_folder_creates_the_keys_and_says_what_to_copy(
+    tmp_path, port_base
+):
+    keys = tmp_path / "keys"
+    stats = tmp_path / "s.json"
+    r = launch(
+        "--source",
+        ANCHOR,
+        "--model",
+        "selfie",
+        "--model-dir",
+        SELFIE,
+        "--headless",
+        "--max-frames",
+        60,
+        "--stats-json",
+        stats,
+        "--port-base",
+        port_base,
+        "--keys",
+        keys,
+    )  # keys given: encrypted even on loopback
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"copy {keys / 'worker-remote'} to the worker machine" in r.stdout
+    for f in (
+        "compositor.key_secret",
+        "authorized/remote.key",
+        "worker-remote/worker.key_secret",
+        "worker-remote/compositor.key",
+        "authorized/local.key",
+    ):
+        assert (keys / f).is_file(), f
+    assert read_json(stats)["masks_by_worker"].get("inference", 0) > 5  # local worker, CURVE
