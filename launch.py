@@ -34,6 +34,7 @@ from compositor.run import parse as parse_compositor
 from display.run import parse as parse_display
 from inference.run import add_model_arguments
 from inference.run import parse as parse_worker
+from inference.segmenter import max_mask_age
 
 GRACE_S = 5.0  # SIGTERM -> SIGKILL
 DRAIN_S = 20.0  # after a file source ends, how long the display may take to show the rest
@@ -160,7 +161,8 @@ def plan(a: argparse.Namespace, stats_dir: Path) -> list[Stage]:
         *lock,
         *stats("capture"),
     ]
-    look = ["--privacy", a.privacy, "--blur", str(a.blur), "--max-mask-age", str(a.max_mask_age)]
+    max_age = a.max_mask_age if a.max_mask_age is not None else max_mask_age(a.model)
+    look = ["--privacy", a.privacy, "--blur", str(a.blur), "--max-mask-age", str(max_age)]
     look += ["--background", str(a.background)] if a.background else []
     look += ["--background-color", a.background_color] if a.background_color else []
     look += ["--no-refine"] if a.no_refine else []

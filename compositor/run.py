@@ -38,7 +38,7 @@ HEARTBEAT_S = 1.0
 # takes 2-3 s a forward pass on a 2-core laptop-class CPU while the pipeline runs beside it, so a
 # mask is normally up to two forward passes old when replaced (p95 ~5 s measured here). 6 s keeps
 # that steady state from blinking to fail-closed, yet hides the room within seconds when a worker
-# really stops. With the selfie model (masks ~40 ms old) pass a much lower value, e.g. 1.
+# really stops. launch.py uses each model's own value (MAX_MASK_AGE_S in its segmenter module).
 DEFAULT_MAX_MASK_AGE = 6.0
 
 
@@ -85,15 +85,16 @@ def add_look_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-mask-age",
         type=float,
-        default=DEFAULT_MAX_MASK_AGE,
-        help="older masks are not trusted: the whole picture is hidden (seconds)",
+        default=None,
+        help="older masks are not trusted: the whole picture is hidden (seconds; default "
+        f"{DEFAULT_MAX_MASK_AGE:g}, launch.py picks it per model)",
     )
 
 
 def look_settings(a: argparse.Namespace) -> compose.ComposeSettings:
     if a.blur <= 0:
         raise FatalError("--blur must be > 0")
-    if a.max_mask_age <= 0:
+    if a.max_mask_age is not None and a.max_mask_age <= 0:
         raise FatalError("--max-mask-age must be > 0 seconds")
     if a.background is not None and not a.background.is_file():
         raise FatalError(f"--background {a.background} is not a file (give an image or a video)")
@@ -158,7 +159,7 @@ def parse(argv: Sequence[str] | None = None) -> CompositorConfig:
         a.control_bind,
         a.privacy == "on",
         a.lockstep,
-        a.max_mask_age,
+        DEFAULT_MAX_MASK_AGE if a.max_mask_age is None else a.max_mask_age,
         a.worker_timeout,
         a.remote_encoding,
         a.jpeg_quality,

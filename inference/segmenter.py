@@ -77,6 +77,25 @@ def _module(modname: str):
     return importlib.import_module(f"inference.segmenters.{modname}")
 
 
+DEFAULT_MAX_MASK_AGE_S = 6.0  # = compositor.run.DEFAULT_MAX_MASK_AGE (stages share no code)
+
+
+def max_mask_age(name: str) -> float:
+    """How old a mask of this model may get before privacy fails closed (seconds).
+
+    A model module may set ``MAX_MASK_AGE_S``: a fast model's masks are normally a frame old, so
+    a mask seconds old means its worker has stopped, and the room should be hidden at once; a
+    slow model's masks are normally seconds old. Without it, the slow-model default applies.
+    """
+    from inference import segmenters
+
+    for info in pkgutil.iter_modules(segmenters.__path__):
+        mod = _module(info.name)
+        if getattr(mod, "NAME", None) == name:
+            return float(getattr(mod, "MAX_MASK_AGE_S", DEFAULT_MAX_MASK_AGE_S))
+    return DEFAULT_MAX_MASK_AGE_S
+
+
 def open_segmenter(
     name: str, model_dir: Path | None = None, options: SegmenterOptions | None = None
 ) -> Segmenter:

@@ -29,6 +29,8 @@ from common.errors import FatalError
 from inference.segmenter import Person, Segmentation, SegmenterOptions
 
 NAME = "maskrcnn"
+# Masks are normally up to two forward passes (2-3 s each on 2 cores) old: see compositor/run.py.
+MAX_MASK_AGE_S = 6.0
 PERSON_CLASS = 0  # class id of "person" in detection_out_final (line 1 of the COCO labels file)
 OUTPUTS = ["detection_out_final", "detection_masks"]
 SHIPPED_PROPOSALS = 100

@@ -22,6 +22,9 @@ from common.errors import FatalError
 from inference.segmenter import Segmentation, SegmenterOptions
 
 NAME = "selfie"
+# Masks are normally one frame (~40 ms) old; one second without a new one means the worker has
+# stopped, and the room is hidden (measured mask age p95 42 ms at 24 fps).
+MAX_MASK_AGE_S = 1.0
 INPUT_SIZES = {"square": (256, 256), "landscape": (256, 144)}  # (w, h)
 LANDSCAPE_ASPECT = 1.55  # w/h above: 144x256 build; between 4:3 (1.33, square) and 16:9 (1.78)
 
