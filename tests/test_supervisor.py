@@ -102,3 +102,19 @@ def test_source_finishing_lets_display_drain_then_stops_all():
     )
     assert code == 0
     assert time.monotonic() - t0 < 5  # ended by the display, not by the drain timeout
+
+
+def _compositor_argv(tmp_path, *args):
+    a = launch.build_parser().parse_args(["--headless", *args])
+    stages = {s.name: s for s in launch.plan(a, tmp_path)}
+    return stages["compositor"].command
+
+
+def test_fail_closed_limit_follows_the_model_unless_given(tmp_path):
+    def age(*args):
+        argv = _compositor_argv(tmp_path, *args)
+        return float(argv[argv.index("--max-mask-age") + 1])
+
+    assert age("--model", "selfie") == 1.0  # a fast model: a second without masks is a dead worker
+    assert age("--model", "maskrcnn") == 6.0  # masks are normally seconds old
+    assert age("--model", "selfie", "--max-mask-age", "2.5") == 2.5
