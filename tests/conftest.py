@@ -75,6 +75,33 @@ def launch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
+def launch_selfie(
+    tmp_path: Path, port_base: int, *extra, frames: int = 60
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """launch.py on the news-anchor clip with the selfie model, headless, ``frames`` frames.
+
+    Returns the finished run and where its merged stats JSON is.
+    """
+    stats = tmp_path / "s.json"
+    r = launch(
+        "--source",
+        ANCHOR,
+        "--model",
+        "selfie",
+        "--model-dir",
+        SELFIE,
+        "--headless",
+        "--max-frames",
+        frames,
+        "--stats-json",
+        stats,
+        "--port-base",
+        port_base,
+        *extra,
+    )
+    return r, stats
+
+
 class Procs:
     """Stages started one by one (so a test can kill, stop or restart single ones)."""
 

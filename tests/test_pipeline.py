@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import ANCHOR, HIKE, SELFIE, STANDIN, launch
+from tests.conftest import ANCHOR, HIKE, SELFIE, STANDIN, launch, launch_selfie
 
 REQUIRED = (
     "capture_fps",
@@ -23,25 +23,8 @@ REQUIRED = (
 
 
 def test_selfie_pipeline_on_a_clip_reports_stats_and_records(tmp_path, port_base):
-    stats = tmp_path / "s.json"
     rec = tmp_path / "rec.mp4"
-    r = launch(
-        "--source",
-        ANCHOR,
-        "--model",
-        "selfie",
-        "--model-dir",
-        SELFIE,
-        "--headless",
-        "--max-frames",
-        60,
-        "--stats-json",
-        stats,
-        "--port-base",
-        port_base,
-        "--output",
-        rec,
-    )
+    r, stats = launch_selfie(tmp_path, port_base, "--output", rec)
     assert r.returncode == 0, r.stdout + r.stderr
     cap = cv2.VideoCapture(str(rec))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 60

@@ -16,12 +16,11 @@ import zmq
 
 from common import protocol
 from tests.conftest import (
-    ANCHOR,
     REPO,
     SELFIE,
     endpoints,
     env,
-    launch,
+    launch_selfie,
     read_json,
     start_core,
     start_worker,
@@ -196,25 +195,8 @@ def test_launch_with_a_network_bind_keys_its_local_worker_too(tmp_path, port_bas
     _ns, here, _there = netns
     keys = tmp_path / "keys"
     make_keys(keys, "desktop")
-    stats = tmp_path / "s.json"
-    r = launch(
-        "--source",
-        ANCHOR,
-        "--model",
-        "selfie",
-        "--model-dir",
-        SELFIE,
-        "--headless",
-        "--max-frames",
-        60,
-        "--stats-json",
-        stats,
-        "--port-base",
-        port_base,
-        "--infer-bind",
-        f"tcp://{here}:{port_base + 1}",
-        "--keys",
-        keys,
+    r, stats = launch_selfie(
+        tmp_path, port_base, "--infer-bind", f"tcp://{here}:{port_base + 1}", "--keys", keys
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert (keys / "authorized" / "local.key").is_file()  # made for the local worker
@@ -227,24 +209,8 @@ def test_first_run_with_a_new_key_folder_creates_the_keys_and_says_what_to_copy(
     tmp_path, port_base
 ):
     keys = tmp_path / "keys"
-    stats = tmp_path / "s.json"
-    r = launch(
-        "--source",
-        ANCHOR,
-        "--model",
-        "selfie",
-        "--model-dir",
-        SELFIE,
-        "--headless",
-        "--max-frames",
-        60,
-        "--stats-json",
-        stats,
-        "--port-base",
-        port_base,
-        "--keys",
-        keys,
-    )  # keys given: encrypted even on loopback
+    # keys given: encrypted even on loopback
+    r, stats = launch_selfie(tmp_path, port_base, "--keys", keys)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"copy {keys / 'worker-remote'} to the worker machine" in r.stdout
     for f in (
