@@ -183,7 +183,7 @@ class Frame:
 
 
 @dataclass
-class MaskState:
+class AppliedMask:
     """The newest mask applied: which stream and frame it belongs to, when that was captured."""
 
     stream: int = -1
@@ -238,7 +238,7 @@ class Compositor:
         self.stats.live = self.live_stats
         self.bad = sockets.BadMessages("compositor")
         self.privacy = config.privacy
-        self.mask = MaskState()
+        self.mask = AppliedMask()
         self.in_flight: dict[int, Frame] = {}  # frames handed to workers, kept as refinement guides
         self.masks_by_worker: dict[str, int] = {}
         self.last_heartbeat = 0.0
@@ -295,7 +295,7 @@ class Compositor:
             guide.image if guide else None,
             continuous=not (guide.header.get("still") if guide else False),
         )
-        self.mask = MaskState(h.get("stream", 0), h["frame_id"], float(h["ts"]))
+        self.mask = AppliedMask(h.get("stream", 0), h["frame_id"], float(h["ts"]))
         self.masks_by_worker[name] = self.masks_by_worker.get(name, 0) + 1
         self.stats.count("masks_applied")
         return True

@@ -6,7 +6,7 @@ import numpy as np
 import zmq
 
 from common import protocol, sockets
-from compositor.run import MaskState
+from compositor.run import AppliedMask
 from compositor.workers import WorkerPool
 
 
@@ -60,7 +60,7 @@ def test_send_blocking_gives_back_pressure_without_loss():
 
 
 def test_mask_state_newest_frame_id_wins_per_stream():
-    m = MaskState(stream=5, frame_id=10, ts=1.0)
+    m = AppliedMask(stream=5, frame_id=10, ts=1.0)
     assert not m.newer({"stream": 5, "frame_id": 9})
     assert not m.newer({"stream": 5, "frame_id": 10})
     assert m.newer({"stream": 5, "frame_id": 11})
