@@ -108,6 +108,27 @@ def test_main_person_prefers_the_central_one_of_equal_size() -> None:
     assert maskrcnn.pick_main([left, centre], 640, 360) == 1
 
 
+def test_main_person_stays_the_same_between_frames_of_two_similar_people() -> None:
+    # Two people of nearly the same size and score: without memory the pick follows noise.
+    a = Person(box=(60, 60, 300, 360), score=0.93)
+    b = Person(box=(340, 60, 580, 360), score=0.95)
+    assert maskrcnn.pick_main([a, b], 640, 360) == 1
+    moved_a = (70, 62, 310, 360)  # last frame's main person was a, slightly elsewhere
+    assert maskrcnn.pick_main([a, b], 640, 360, previous=moved_a) == 0
+    # ... but someone who really takes over the frame still wins
+    big = Person(box=(100, 0, 560, 360), score=0.95)
+    assert maskrcnn.pick_main([a, big], 640, 360, previous=moved_a) == 1
+
+
+@needs_standin
+def test_segmenter_remembers_its_main_person_per_frame_size() -> None:
+    seg = open_segmenter("maskrcnn", STANDIN, SegmenterOptions(proposals=10))
+    frame = np.random.default_rng(3).integers(0, 255, (360, 640, 3), dtype=np.uint8)
+    out = seg.segment(frame)
+    assert seg.last_size == (640, 360)
+    assert seg.last_main == (out.people[0].box if out.people else None)
+
+
 def test_main_person_size_wins_over_small_central() -> None:
     # A big person leaning to one side vs a small person far behind in the middle.
     big_side = Person(box=(20, 40, 340, 360), score=0.85)

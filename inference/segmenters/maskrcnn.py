@@ -107,9 +107,33 @@ def main_person_score(
     return float(score) * math.sqrt(area) * (1.0 - 0.6 * dist)
 
 
-def pick_main(people: list[Person], frame_w: int, frame_h: int) -> int:
-    """Index of the main person in ``people`` (which must not be empty)."""
+# How much the main person of the previous frame is preferred: its score is multiplied by
+# (1 + CONTINUITY * overlap with the previous box). Without it, two people of similar score swap
+# from mask to mask and the picture flips between them; a person who really takes over the frame
+# (much larger or more central) still wins.
+CONTINUITY = 1.0
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two pixel boxes."""
+    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def pick_main(people: list[Person], frame_w: int, frame_h: int, previous: Box | None = None) -> int:
+    """Index of the main person in ``people`` (which must not be empty).
+
+    ``previous``: the main person's box in the last frame, which is preferred (``CONTINUITY``).
+    """
     scores = [main_person_score(p.box, p.score, frame_w, frame_h) for p in people]
+    if previous is not None:
+        scores = [
+            s * (1 + CONTINUITY * box_iou(p.box, previous))
+            for s, p in zip(scores, people, strict=True)
+        ]
     return int(np.argmax(scores))
 
 
@@ -140,13 +164,15 @@ def parse_detections(
     confidence: float = 0.5,
     mask_threshold: float = 0.3,
     people: str = "main",
+    previous: Box | None = None,
 ) -> Segmentation:
     """Turn ``forward(["detection_out_final", "detection_masks"])`` into a ``Segmentation``.
 
     ``detections`` is (1, 1, N, 7) rows of [image, class, score, left, top, right, bottom]
     (normalised), ``masks`` is (N, classes, 15, 15). Keeps persons with score >= ``confidence``
     whose clipped box is non-empty. ``people="main"``: mask and ``people`` hold only the main
-    person; ``"all"``: the union (max) of every person, ``people`` sorted by score.
+    person; ``"all"``: the union (max) of every person, ``people`` sorted by score. ``previous``
+    is the last main person's box (see ``pick_main``).
     """
     if people not in ("main", "all"):
         raise FatalError(f'people must be "main" or "all", got {people!r}')
@@ -164,7 +190,7 @@ def parse_detections(
     if not found:
         return Segmentation(mask=canvas, people=())
     if people == "main":
-        found = [found[pick_main([f[0] for f in found], frame_w, frame_h)]]
+        found = [found[pick_main([f[0] for f in found], frame_w, frame_h, previous)]]
     else:
         found.sort(key=lambda f: -f[0].score)
     for _person, raw, i in found:
@@ -221,6 +247,8 @@ class MaskRCNN:
     files: dict[str, Path]
     name: str = NAME
     last_rows: int = field(default=0)
+    last_main: Box | None = None  # the main person's box in the last frame, for continuity
+    last_size: tuple[int, int] = (0, 0)
 
     def segment(self, frame: np.ndarray) -> Segmentation:
         """Run the network on a BGR uint8 frame and parse its outputs."""
@@ -237,7 +265,14 @@ class MaskRCNN:
             ) from e
         self.last_rows = int(detections.reshape(-1, 7).shape[0])
         o = self.options
-        return parse_detections(detections, masks, w, h, o.confidence, o.mask_threshold, o.people)
+        previous = self.last_main if self.last_size == (w, h) else None  # other size: afresh
+        seg = parse_detections(
+            detections, masks, w, h, o.confidence, o.mask_threshold, o.people, previous
+        )
+        if o.people == "main":
+            self.last_main = seg.people[0].box if seg.people else None
+            self.last_size = (w, h)
+        return seg
 
 
 def open(model_dir: Path | None, options: SegmenterOptions) -> MaskRCNN:  # noqa: A001
