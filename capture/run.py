@@ -121,16 +121,27 @@ def open_source(config: CaptureConfig, log) -> Source:
     return _open_video(path, config.loop)
 
 
-def _open_camera(index: int) -> Source:
-    cap = cv2.VideoCapture(index)
+def _open_capture(target: int | str, error: str) -> tuple[cv2.VideoCapture, np.ndarray, float]:
+    """Open a camera or video and read its first frame (the only reliable test that it works).
+
+    Returns the capture, that frame and the frame rate (30 when the source reports none or
+    nonsense); raises ``FatalError(error)`` if nothing can be read.
+    """
+    cap = cv2.VideoCapture(target)
     ok, first = cap.read() if cap.isOpened() else (False, None)
     if not ok or first is None:
         cap.release()
-        raise FatalError(
-            f"no camera at index {index} (none connected, or in use by another program); "
-            "pass another index, or --source VIDEO_FILE / IMAGE / FOLDER"
-        )
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        raise FatalError(error)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return cap, first, fps if 1 <= fps <= 240 else 30.0
+
+
+def _open_camera(index: int) -> Source:
+    cap, first, fps = _open_capture(
+        index,
+        f"no camera at index {index} (none connected, or in use by another program); "
+        "pass another index, or --source VIDEO_FILE / IMAGE / FOLDER",
+    )
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
         i = 0
@@ -145,20 +156,15 @@ def _open_camera(index: int) -> Source:
         finally:
             cap.release()
 
-    return Source(frames(), fps if 1 <= fps <= 240 else 30.0, False, True, f"camera {index}")
+    return Source(frames(), fps, False, True, f"camera {index}")
 
 
 def _open_video(path: Path, loop: bool) -> Source:
-    cap = cv2.VideoCapture(str(path))
-    ok, first = cap.read() if cap.isOpened() else (False, None)
-    if not ok or first is None:
-        cap.release()
-        raise FatalError(
-            f"{str(path)!r} is not a readable video or image "
-            "(corrupt, empty, or an unsupported format)"
-        )
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    fps = fps if 1 <= fps <= 240 else 30.0
+    cap, first, fps = _open_capture(
+        str(path),
+        f"{str(path)!r} is not a readable video or image "
+        "(corrupt, empty, or an unsupported format)",
+    )
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
         nonlocal cap
