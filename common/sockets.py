@@ -118,8 +118,7 @@ def is_loopback(endpoint: str) -> bool:
 class BadMessages:
     """Counts dropped messages and warns about them without flooding the log (first, then 1/s)."""
 
-    def __init__(self, stage: str) -> None:
-        self.stage = stage
+    def __init__(self) -> None:
         self.count = 0
         self._warned_at = 0.0
 

@@ -41,7 +41,6 @@ class Stats:
         self.path = path
         self.counts: dict[str, int] = defaultdict(int)
         self.series: dict[str, list[float]] = defaultdict(list)
-        self.extra: dict[str, Any] = {}
         # Derived values (rates, per-worker tables) computed only when a snapshot is taken.
         self.live: Callable[[], dict[str, Any]] | None = None
         self.started = time.monotonic()
@@ -102,7 +101,6 @@ class Stats:
         out.update(self.counts)
         for name, series in self.series.items():
             out[name] = percentiles(series)
-        out.update(self.extra)
         if self.live is not None:
             out.update(self.live())
         return out

@@ -236,16 +236,16 @@ class Compositor:
         self.pool = WorkerPool(config.worker_timeout)
         self.stats = Stats("compositor", rt.log, config.stats_json)
         self.stats.live = self.live_stats
-        self.bad = sockets.BadMessages("compositor")
+        self.bad = sockets.BadMessages()
         self.privacy = config.privacy
         self.mask = AppliedMask()
-        self.in_flight: dict[int, Frame] = {}  # frames handed to workers, kept as refinement guides
+        # frames handed to workers (kept as refinement guides) and when, for the round trip
+        self.in_flight: dict[int, tuple[Frame, float]] = {}
         self.masks_by_worker: dict[str, int] = {}
         self.last_heartbeat = 0.0
         self.last_refused_log = 0.0
         self.round_trip_s = 0.0  # moving average of dispatch -> mask, for pacing several workers
         self.last_dispatch = 0.0
-        self.dispatched_at: dict[int, float] = {}
         self.remote = not sockets.is_loopback(config.infer_bind)
         if config.save_alpha:
             config.save_alpha.mkdir(parents=True, exist_ok=True)
@@ -272,8 +272,7 @@ class Compositor:
                 self.stats.count("masks_received")
                 self.stats.sample("infer_ms", float(msg.header.get("infer_ms", 0)))
                 self.stats.count("mask_bytes", parts[2].buffer.nbytes if len(parts) > 2 else 0)
-                guide = self.in_flight.pop(msg.header["frame_id"], None)
-                sent_at = self.dispatched_at.pop(msg.header["frame_id"], None)
+                guide, sent_at = self.in_flight.pop(msg.header["frame_id"], (None, None))
                 if sent_at is not None:
                     rtt = time.monotonic() - sent_at
                     self.round_trip_s = (
@@ -343,12 +342,11 @@ class Compositor:
             self.stats.count("frames_to_workers")
             now = time.monotonic()
             self.pool.assign(identity, frame.id, now)
-            self.in_flight[frame.id] = frame
-            self.dispatched_at[frame.id] = self.last_dispatch = now
+            self.in_flight[frame.id] = (frame, now)
+            self.last_dispatch = now
             if len(self.in_flight) > 64:  # masks that never came back: forget their guides
                 for old in sorted(self.in_flight)[:-32]:
                     del self.in_flight[old]
-                    self.dispatched_at.pop(old, None)
             return True
 
     def worker_lost(self, identity: bytes) -> None:

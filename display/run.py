@@ -124,7 +124,7 @@ def run(config: DisplayConfig, rt: Runtime) -> int:
         "privacy": privacy,
         "bad_messages": bad.count,
     }
-    bad = sockets.BadMessages("display")
+    bad = sockets.BadMessages()
     recorder: Recorder | None = None
     window = not config.headless
     if window:

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import zmq
 
-from common import protocol, sockets
+from common import protocol, security, sockets
 from common.errors import FatalError
 from common.runtime import Runtime
 from common.stats import Stats
@@ -144,8 +144,6 @@ def parse(argv: Sequence[str] | None = None) -> WorkerConfig:
 
 def _connect(rt: Runtime, config: WorkerConfig) -> zmq.Socket:
     sock = sockets.make_socket(rt.ctx, zmq.DEALER)
-    from common import security
-
     security.client(sock, config.connect, config.keys)
     sock.connect(config.connect)
     _send(sock, _ready(config))  # queued until the connection is up (no IMMEDIATE on DEALER)
@@ -174,7 +172,7 @@ def run(config: WorkerConfig, rt: Runtime) -> int:
         cv2.setNumThreads(config.options.threads)
     stats = Stats("inference", rt.log, config.stats_json)
     stats.live = lambda: {"inference_fps": round(stats.rate("masks_sent"), 3)}
-    bad = sockets.BadMessages("inference")
+    bad = sockets.BadMessages()
     remote = not sockets.is_loopback(config.connect)
     sock = _connect(rt, config)
     rt.log.info("worker %s (%s) asking %s for work", config.name, config.model, config.connect)
