@@ -269,34 +269,23 @@ def test_user_model_dir_is_taken_as_is_but_must_be_complete(tmp_path: Path) -> N
 
 def test_cli_help_and_list(monkeypatch: pytest.MonkeyPatch) -> None:
     env = dict(os.environ, PRIVACYCAM_MODEL_MIRROR=str(SHARED / "models"))
-    out = subprocess.run(
-        [sys.executable, "-m", "models", "--help"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+
+    def models(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "models", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=check,
+        )
+
+    out = models("--help")
     assert "fetch" in out.stdout and "list" in out.stdout
-    out = subprocess.run(
-        [sys.executable, "-m", "models", "list"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    out = models("list")
     assert str(SELFIE / "selfie_segmentation.tflite") in out.stdout
     env["PRIVACYCAM_NO_DOWNLOAD"] = "1"
-    out = subprocess.run(
-        [sys.executable, "-m", "models", "fetch", "maskrcnn"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = models("fetch", "maskrcnn", check=False)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("models: error:")
