@@ -52,7 +52,7 @@ def test_two_workers_both_contribute_and_raise_the_mask_rate(tmp_path, port_base
             n,
             "--headless",
             "--max-frames",
-            150,
+            300,
             "--stats-json",
             stats,
             "--port-base",
