@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -129,10 +131,54 @@ class BadMessages:
             log.warning("dropped a bad message (%s); %d so far", reason, self.count)
 
 
-def decode_or_count(parts: list[Any], bad: BadMessages, now: float) -> protocol.Message | None:
-    """Decode a message, or count and log it as bad and return None: stages never crash on input."""
+def decode_or_count(
+    parts: list[Any],
+    bad: BadMessages,
+    now: float,
+    expect: tuple[type, ...] | None = None,
+) -> protocol.Message | None:
+    """Decode a message, or count and log it as bad and return None: stages never crash on input.
+
+    ``expect``: the message classes this link carries (anything else is bad input too).
+    """
     try:
-        return protocol.decode(parts)
+        return protocol.decode(parts, expect)
     except protocol.ProtocolError as exc:
         bad(str(exc), now)
         return None
+
+
+@dataclass
+class Newest:
+    """What ``recv_newest`` found: the newest message of the kept kind, and what else came."""
+
+    message: Any = None  # the newest message of the kind kept, or None
+    older: int = 0  # older messages of that kind, replaced by a newer one (count them as drops)
+    others: list[Any] = field(default_factory=list)  # other expected kinds (e.g. End), in order
+
+
+def recv_newest(
+    sock: zmq.Socket,
+    bad: BadMessages,
+    keep: type,
+    also: tuple[type, ...] = (),
+    limit: int = 1000,
+) -> Newest:
+    """Drain ``sock`` without waiting and keep only the newest ``keep`` message.
+
+    The one "keep only the newest" loop of every frame link: a consumer that fell behind shows the
+    newest picture instead of catching up through a queue. Messages of the ``also`` kinds are
+    returned in order; anything else is dropped and counted as bad.
+    """
+    out = Newest()
+    expect = (keep, *also)
+    for parts in drain(sock, limit):
+        msg = decode_or_count(parts, bad, time.time(), expect)
+        if msg is None:
+            continue
+        if isinstance(msg, keep):
+            out.older += out.message is not None
+            out.message = msg
+        else:
+            out.others.append(msg)
+    return out

@@ -25,8 +25,11 @@ ANCHOR = MEDIA / "videos" / "news_anchor_akiyo_cif.mp4"
 SITTING = MEDIA / "videos" / "person_sitting_outdoors_pixabay35590.mp4"
 HIKE = MEDIA / "gt_video" / "davis_hike"
 
-if not SHARED.is_dir():
-    pytest.skip(f"{SHARED} (models and media) is not beside the repo", allow_module_level=True)
+# Tests that need the shared models and media are marked with this, one by one (or a whole module
+# with ``pytestmark = needs_shared``); every other test runs without ../shared.
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f"needs {SHARED} (shared models and media) beside the repo"
+)
 
 
 def free_port_base(n: int = 4) -> int:
