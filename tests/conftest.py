@@ -209,14 +209,16 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
     p.stop_all()
 
 
-def read_json(path: Path) -> dict:
-    """A stats file, waiting briefly for the first write."""
-    for _ in range(50):
+def read_json(path: Path, timeout: float = 5.0) -> dict:
+    """A stats file, waiting (up to ``timeout``) for its first complete write."""
+
+    def parsed():
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
-            time.sleep(0.1)
-    raise AssertionError(f"no stats at {path}")
+            return None
+
+    return wait_for(parsed, timeout, f"stats at {path}", step=0.05)
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.2):
