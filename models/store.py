@@ -34,6 +34,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import FatalError
@@ -44,6 +45,7 @@ MIRROR_ENV = "PRIVACYCAM_MODEL_MIRROR"
 NO_DOWNLOAD_ENV = "PRIVACYCAM_NO_DOWNLOAD"
 TIMEOUT_S = 30.0  # per connect and per read: a stalled server fails instead of hanging start-up
 ATTEMPTS = 3  # a dropped connection is retried; a wrong hash is not (it would be wrong again)
+RETRY_WAIT_S = 0.5  # wait before retry n is n * this (tests set it to 0)
 CHUNK = 1 << 16
 
 Progress = Callable[[str, int, int | None], None]
@@ -121,22 +123,45 @@ def locate(model: str, model_dir: Path | None = None, manifest: dict | None = No
     return found
 
 
-def _missing_message(model: str, entry: dict, missing: list[str], reason: str) -> str:
+# The way out when a model is missing offline: another model that needs no download, when there is
+# one. The default Mask R-CNN (64 MB, from the TensorFlow model zoo) is the one usually missing; the
+# selfie model's two small files are often already at hand (mirror, project folder, cache).
+OFFLINE_ALTERNATIVE = {"maskrcnn": "selfie"}
+
+
+def _ways_out(model: str, manifest: dict) -> str:
+    """The things a user can do right now, one clause: use another model, or fetch this one."""
+    fetch = f"run `python -m models fetch {model}` where the network is allowed"
+    if os.environ.get(NO_DOWNLOAD_ENV, "") not in ("", "0"):
+        fetch += f" (with {NO_DOWNLOAD_ENV} unset)"
+    other = OFFLINE_ALTERNATIVE.get(model)
+    if other is None or other not in manifest:
+        return f"to fix: {fetch}"
+    there = all(p is not None for p in locate(other, None, manifest).values())
+    state = "they are here" if there else "they are not here either"
+    return (
+        f"two ways out: run with `--model {other}` (works offline when its files are there; "
+        f"{state}), or {fetch}"
+    )
+
+
+def _missing_message(model: str, manifest: dict, missing: list[str], reason: str) -> str:
+    """One line (stages print a ``FatalError`` as one line): ways out first, then the details."""
+    entry = manifest[model]
     files = entry["files"]
-    lines = [f"model {model!r}: {reason}; missing file(s):"]
+    wanted = []
     for key in missing:
         spec = files[key]
         src = spec.get("archive")
         where = f"{src['url']} (member {src['member']})" if src else spec["url"]
-        lines.append(f"  {spec['name']}  from {where}")
+        wanted.append(f"{spec['name']} from {where}")
     dirs = ", ".join(str(d) for d in search_dirs(entry["folder"]))
-    lines.append(
-        f"  put them in one of: {dirs}; or in $PRIVACYCAM_MODEL_MIRROR/{entry['folder']}/; "
-        f"or pass the folder holding them as the model dir; "
-        f"or run `python -m models fetch {model}` "
-        f"where the network is allowed (unset {NO_DOWNLOAD_ENV})"
+    return (
+        f"model {model!r}: {reason}; {_ways_out(model, manifest)}; "
+        f"missing file(s): {'; '.join(wanted)}; "
+        f"or put them in one of: {dirs}; or in ${MIRROR_ENV}/{entry['folder']}/; "
+        f"or pass the folder holding them with --model-dir"
     )
-    return "\n".join(lines)
 
 
 def resolve(
@@ -175,22 +200,56 @@ def resolve(
     if missing:
         if not download or os.environ.get(NO_DOWNLOAD_ENV, "") not in ("", "0"):
             reason = "not found, downloads disabled"
-            raise FatalError(_missing_message(model, entry, missing, reason))
+            raise FatalError(_missing_message(model, manifest, missing, reason))
         dest_dir = cache_root() / entry["folder"]
         try:
             found.update(fetch_files(files, missing, dest_dir, progress or stderr_progress))
         except (_Retryable, FatalError) as e:
             # Whatever went wrong (network, HTTP error, wrong bytes), say what to do instead.
-            reason = f"download failed ({e})"
-            raise FatalError(_missing_message(model, entry, missing, reason)) from e
+            reason = "download failed ({})".format(" ".join(str(e).split()))
+            raise FatalError(_missing_message(model, manifest, missing, reason)) from e
     return {k: p for k, p in found.items() if p is not None}
 
 
 def fetch_files(
     files: dict, keys: list[str], dest_dir: Path, progress: Progress | None = None
 ) -> dict[str, Path]:
-    """Download ``keys`` of a manifest ``files`` table into ``dest_dir``; each archive only once."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    """Download ``keys`` of a manifest ``files`` table into ``dest_dir``; each archive only once.
+
+    Folders this call creates are removed again if it fails and they are still empty, so a failed
+    fetch leaves nothing behind (not even an empty cache folder).
+    """
+    created = _make_dirs(dest_dir)
+    try:
+        return _fetch_into(files, keys, dest_dir, progress)
+    except BaseException:  # KeyboardInterrupt too: the folders are ours to clean either way
+        _remove_empty(created)
+        raise
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """``mkdir -p path``; returns the folders that did not exist before, deepest first."""
+    created = []
+    p = path
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_empty(dirs: list[Path]) -> None:
+    """Remove ``dirs`` (deepest first) while they are empty; stop at the first that is not."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:  # not empty (another fetch is using it) or already gone: leave it
+            return
+
+
+def _fetch_into(
+    files: dict, keys: list[str], dest_dir: Path, progress: Progress | None
+) -> dict[str, Path]:
     out: dict[str, Path] = {}
     by_archive: dict[str, list[str]] = {}
     for key in keys:
@@ -210,6 +269,44 @@ def fetch_files(
         finally:
             tmp_archive.unlink(missing_ok=True)
     return out
+
+
+@dataclass(frozen=True)
+class FetchReport:
+    """What ``fetch_model`` did for one model: ``status`` is fetched, already there or failed."""
+
+    model: str
+    status: str
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def line(self) -> str:
+        """One line for ``python -m models fetch``."""
+        return f"{self.model}: {self.status}: {self.detail}"
+
+
+def fetch_model(
+    model: str, manifest: dict | None = None, progress: Progress | None = None
+) -> FetchReport:
+    """Make every file of ``model`` present and checked; report instead of raising.
+
+    A ``FatalError`` (missing offline, download failed, corrupt file) becomes a failed report with
+    its one-line message, so ``python -m models fetch`` can go on with the next model.
+    """
+    manifest = manifest or load_manifest()
+    try:
+        before = locate(model, None, manifest)
+        paths = resolve(model, manifest=manifest, progress=progress)
+    except FatalError as e:
+        return FetchReport(model, "failed", " ".join(str(e).split()))
+    new = sorted(paths[k].name for k, p in before.items() if p is None and k in paths)
+    where = ", ".join(sorted({str(p.parent) for p in paths.values()}))
+    if new:
+        return FetchReport(model, "fetched", f"{', '.join(new)} into {where}")
+    return FetchReport(model, "already there", f"{len(paths)} file(s) checked in {where}")
 
 
 def read_member(archive: Path, member: str) -> bytes:
@@ -258,7 +355,7 @@ def download(url: str, dest: Path, spec: dict, progress: Progress | None = None)
         except _Retryable as e:
             last = e
             if attempt + 1 < ATTEMPTS:
-                time.sleep(0.5 * (attempt + 1))
+                time.sleep(RETRY_WAIT_S * (attempt + 1))
     raise _Retryable(f"{url}: {last} after {ATTEMPTS} attempts")
 
 

@@ -1,7 +1,9 @@
 """Model store: lookup order, hash checks and downloads against a real HTTP server on 127.0.0.1.
 
-The served bytes are the real model files from shared/ (and archives built from them), so the
-hashes checked are the manifest's real ones wherever the file is a real one.
+Where a test serves the real model files from ../shared (and archives built from them) the hashes
+checked are the manifest's real ones; those tests are marked ``needs_shared`` and skip one by one
+without it. The others (offline messages, the CLI's fetch report, folders left behind) use small
+made-up files and run anywhere.
 """
 
 from __future__ import annotations
@@ -22,12 +24,10 @@ from pathlib import Path
 import pytest
 
 from common.errors import FatalError
+from models import __main__ as cli
 from models import store
+from tests.conftest import REPO, SELFIE, SHARED, needs_shared
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-SELFIE = SHARED / "models" / "selfie-segmentation"
-pytestmark = pytest.mark.skipif(not SELFIE.is_dir(), reason=f"no shared models at {SELFIE}")
 REAL = store.load_manifest()
 
 
@@ -64,7 +64,10 @@ class Server:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # serve_forever checks for shutdown() every poll_interval: 0.5 s by default, per test.
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self.thread.start()
 
     def close(self) -> None:
@@ -86,7 +89,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("PRIVACYCAM_MODEL_MIRROR", raising=False)
     monkeypatch.delenv("PRIVACYCAM_NO_DOWNLOAD", raising=False)
-    monkeypatch.setattr(store.time, "sleep", lambda s: None)
+    monkeypatch.setattr(store, "RETRY_WAIT_S", 0.0)
     return tmp_path
 
 
@@ -98,6 +101,16 @@ def selfie_manifest(url: str) -> dict:
     return {"selfie-test": {"folder": "selfie-test", "files": {"square": spec}}}
 
 
+def made_up(url: str, data: bytes, name: str = "m.bin") -> dict:
+    """A manifest file spec for ``data`` served at ``url`` (no ../shared needed)."""
+    return {
+        "name": name,
+        "url": url,
+        "hash": {"algo": "sha256", "hex": hashlib.sha256(data).hexdigest()},
+        "size": len(data),
+    }
+
+
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
@@ -106,6 +119,7 @@ def quiet(name: str, done: int, total: int | None) -> None:
     pass
 
 
+@needs_shared
 def test_download_checks_hash_and_is_reused(server: Server, isolated: Path) -> None:
     data = (SELFIE / "selfie_segmentation.tflite").read_bytes()
     server.routes["/square.tflite"] = data
@@ -118,6 +132,7 @@ def test_download_checks_hash_and_is_reused(server: Server, isolated: Path) -> N
     assert server.hits == ["/square.tflite"]  # second resolve found the cached, checked file
 
 
+@needs_shared
 def test_dropped_connection_is_retried(server: Server, isolated: Path) -> None:
     server.routes["/m"] = (SELFIE / "selfie_segmentation.tflite").read_bytes()
     server.mode["/m"] = "drop-once"
@@ -128,6 +143,7 @@ def test_dropped_connection_is_retried(server: Server, isolated: Path) -> None:
     assert leftovers(paths["square"].parent) == []
 
 
+@needs_shared
 def test_failed_download_leaves_nothing_and_a_later_run_succeeds(
     server: Server, isolated: Path
 ) -> None:
@@ -138,12 +154,13 @@ def test_failed_download_leaves_nothing_and_a_later_run_succeeds(
         store.resolve("selfie-test", manifest=manifest, progress=quiet)
     assert "selfie_segmentation.tflite" in str(err.value) and server.url in str(err.value)
     assert len(server.hits) == store.ATTEMPTS
-    folder = isolated / "cache" / "privacycam" / "selfie-test"
-    assert list(folder.iterdir()) == []  # no partial file under any name
+    # No partial file under any name, and not even the (empty) folders the download made.
+    assert not (isolated / "cache").exists()
     server.mode["/m"] = "ok"
     assert store.resolve("selfie-test", manifest=manifest, progress=quiet)["square"].is_file()
 
 
+@needs_shared
 def test_interrupted_download_leaves_no_file(server: Server, isolated: Path) -> None:
     server.routes["/m"] = (SELFIE / "selfie_segmentation.tflite").read_bytes()
 
@@ -153,9 +170,10 @@ def test_interrupted_download_leaves_no_file(server: Server, isolated: Path) -> 
 
     with pytest.raises(KeyboardInterrupt):
         store.resolve("selfie-test", manifest=selfie_manifest(server.url + "/m"), progress=ctrl_c)
-    assert list((isolated / "cache" / "privacycam" / "selfie-test").iterdir()) == []
+    assert not (isolated / "cache").exists()
 
 
+@needs_shared
 def test_wrong_bytes_are_rejected(server: Server, isolated: Path) -> None:
     server.routes["/m"] = (SELFIE / "selfie_segmentation_landscape.tflite").read_bytes()
     manifest = selfie_manifest(server.url + "/m")
@@ -165,14 +183,17 @@ def test_wrong_bytes_are_rejected(server: Server, isolated: Path) -> None:
     want = REAL["selfie"]["files"]["square"]["hash"]["hex"]
     got = hashlib.sha256(server.routes["/m"]).hexdigest()
     assert want in str(err.value) and got in str(err.value)
-    assert list((isolated / "cache" / "privacycam" / "selfie-test").iterdir()) == []
+    assert not (isolated / "cache").exists()
 
 
-def test_http_404_is_a_fatal_error(server: Server) -> None:
+def test_http_404_is_a_fatal_error_and_leaves_no_folder(server: Server, isolated: Path) -> None:
+    (isolated / "cache").mkdir()  # exists before: only what the download made is removed
     with pytest.raises(FatalError, match="404"):
         store.resolve("selfie-test", manifest=selfie_manifest(server.url + "/nope"), progress=quiet)
+    assert list((isolated / "cache").iterdir()) == []
 
 
+@needs_shared
 @pytest.mark.parametrize("kind", ["zip", "tar.gz"])
 def test_archive_members_are_extracted_once(server: Server, isolated: Path, kind: str) -> None:
     names = {
@@ -233,6 +254,7 @@ def test_unreachable_server_is_a_fatal_error_listing_the_url() -> None:
     assert url in str(err.value)
 
 
+@needs_shared
 def test_mirror_files_match_the_real_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRIVACYCAM_MODEL_MIRROR", str(SHARED / "models"))
     paths = store.resolve("selfie", download=False)
@@ -246,13 +268,12 @@ def test_mirror_files_match_the_real_manifest(monkeypatch: pytest.MonkeyPatch) -
 def test_corrupt_cached_file_is_a_fatal_error(isolated: Path) -> None:
     folder = isolated / "cache" / "privacycam" / "selfie-segmentation"
     folder.mkdir(parents=True)
-    data = bytearray((SELFIE / "selfie_segmentation.tflite").read_bytes())
-    data[1000] ^= 0xFF
-    (folder / "selfie_segmentation.tflite").write_bytes(bytes(data))
+    size = REAL["selfie"]["files"]["square"]["size"]
+    (folder / "selfie_segmentation.tflite").write_bytes(bytes(size))  # right size, wrong bytes
     with pytest.raises(FatalError, match="expected 9ee168ec") as err:
         store.resolve("selfie", download=False)
     assert str(folder / "selfie_segmentation.tflite") in str(err.value)
-    (folder / "selfie_segmentation.tflite").write_bytes(bytes(data[:1000]))
+    (folder / "selfie_segmentation.tflite").write_bytes(bytes(1000))
     with pytest.raises(FatalError, match="truncated"):
         store.resolve("selfie", download=False)
 
@@ -267,25 +288,123 @@ def test_user_model_dir_is_taken_as_is_but_must_be_complete(tmp_path: Path) -> N
     assert store.resolve("selfie", user)["square"] == user / "selfie_segmentation.tflite"
 
 
-def test_cli_help_and_list(monkeypatch: pytest.MonkeyPatch) -> None:
-    env = dict(os.environ, PRIVACYCAM_MODEL_MIRROR=str(SHARED / "models"))
+def models_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``python -m models ARGS`` as a real process."""
+    return subprocess.run(
+        [sys.executable, "-m", "models", *args],
+        cwd=REPO,
+        env=dict(os.environ, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
-    def models(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "models", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=check,
-        )
 
-    out = models("--help")
-    assert "fetch" in out.stdout and "list" in out.stdout
-    out = models("list")
-    assert str(SELFIE / "selfie_segmentation.tflite") in out.stdout
-    env["PRIVACYCAM_NO_DOWNLOAD"] = "1"
-    out = models("fetch", "maskrcnn", check=False)
+@needs_shared
+def test_cli_list_shows_where_files_resolve() -> None:
+    out = models_cli("list", env={"PRIVACYCAM_MODEL_MIRROR": str(SHARED / "models")})
+    assert out.returncode == 0 and str(SELFIE / "selfie_segmentation.tflite") in out.stdout
+
+
+def test_cli_fetch_offline_is_an_error_line_not_a_traceback(isolated: Path) -> None:
+    out = models_cli(
+        "fetch", "maskrcnn", env={"PRIVACYCAM_NO_DOWNLOAD": "1", "XDG_CACHE_HOME": str(isolated)}
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stdout.startswith("maskrcnn: failed: ") and out.stdout.count("\n") == 1
     assert out.stderr.startswith("models: error:")
+
+
+def test_cli_help_shows_choices_and_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (["--help"], ["fetch", "--help"]):
+        with pytest.raises(SystemExit) as done:
+            cli.main(args)
+        assert done.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        assert "choices: maskrcnn, selfie" in text and "default: all of them" in text, args
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = "".join(capsys.readouterr().out.split())  # argparse may break a path at a "-"
+    assert f"then{store.cache_root()}/<folder>/(theusercache" in text
+    assert "PRIVACYCAM_MODEL_MIRROR" in text and "PRIVACYCAM_NO_DOWNLOAD" in text
+
+
+def test_cli_fetch_tries_every_model_and_reports_each(
+    server: Server, isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """a: downloaded; b: 404 (does not stop c); c: already in the project folder."""
+    data = {m: f"model {m} bytes".encode() * 100 for m in "abc"}
+    manifest = {}
+    for m in "abc":
+        server.routes[f"/{m}"] = data[m]
+        spec = made_up(server.url + f"/{m}", data[m])
+        manifest[m] = {"folder": f"folder-{m}", "files": {"only": spec}}
+    server.mode["/b"] = "404"
+    (isolated / "project-files" / "folder-c").mkdir(parents=True)
+    (isolated / "project-files" / "folder-c" / "m.bin").write_bytes(data["c"])
+    monkeypatch.setattr(store, "load_manifest", lambda path=None: manifest)
+
+    assert cli.main(["fetch"]) == 2
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert [line.split(":")[:2] for line in lines] == [
+        ["a", " fetched"],
+        ["b", " failed"],
+        ["c", " already there"],
+    ], out
+    cache = isolated / "cache" / "privacycam"
+    assert str(cache / "folder-a") in lines[0] and "m.bin" in lines[0]
+    assert "404" in lines[1] and server.url + "/b" in lines[1]
+    assert str(isolated / "project-files" / "folder-c") in lines[2]
+    assert err.splitlines()[-1] == "models: error: 1 of 3 model(s) failed: b"
+    assert sorted(p.name for p in cache.iterdir()) == ["folder-a"]  # no empty folder-b
+
+    server.mode["/b"] = "ok"
+    assert cli.main(["fetch"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[1] for line in lines] == [
+        " already there",
+        " fetched",
+        " already there",
+    ]
+    assert (cache / "folder-b" / "m.bin").read_bytes() == data["b"]
+
+
+def maskrcnn_offline_ways_out(message: str, selfie_state: str) -> None:
+    assert "\n" not in message  # stages print a FatalError as one line
+    assert "`--model selfie` (works offline when its files are there" in message
+    assert selfie_state in message
+    assert "`python -m models fetch maskrcnn`" in message
+
+
+def test_missing_default_model_offline_names_both_ways_out(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The message the worker raises when it opens the default model offline."""
+    from inference.segmenter import open_segmenter
+
+    monkeypatch.setenv("PRIVACYCAM_NO_DOWNLOAD", "1")
+    with pytest.raises(FatalError) as err:
+        open_segmenter("maskrcnn")
+    maskrcnn_offline_ways_out(str(err.value), "they are not here either")
+    assert "PRIVACYCAM_NO_DOWNLOAD unset" in str(err.value)
+    selfie = isolated / "project-files" / "selfie-segmentation"
+    selfie.mkdir(parents=True)
+    for spec in REAL["selfie"]["files"].values():
+        (selfie / spec["name"]).write_bytes(b"present")
+    with pytest.raises(FatalError) as err:
+        open_segmenter("maskrcnn")
+    maskrcnn_offline_ways_out(str(err.value), "they are here")
+
+
+def test_failed_download_of_default_model_names_both_ways_out(isolated: Path) -> None:
+    manifest = json.loads(json.dumps(REAL))
+    for spec in manifest["maskrcnn"]["files"].values():
+        spec["url"] = "http://127.0.0.1:9/x"  # discard port: nothing listens
+        if spec.get("archive"):
+            spec["archive"]["url"] = "http://127.0.0.1:9/x.tar.gz"
+    with pytest.raises(FatalError, match="download failed") as err:
+        store.resolve("maskrcnn", manifest=manifest, progress=quiet)
+    maskrcnn_offline_ways_out(str(err.value), "they are not here either")
+    assert "NO_DOWNLOAD" not in str(err.value)
+    assert not (isolated / "cache").exists()
