@@ -1,10 +1,19 @@
 """Start and supervise the whole pipeline: ``python launch.py [--source FILE] [--model selfie]``.
 
 Every stage runs as its own process (capture, compositor, N inference workers, display); their log
-lines are printed with the stage's name in front. When any stage exits, the others are stopped
-(SIGTERM, then SIGKILL after a grace period; children also die with the launcher, so no orphans),
-except that a file source finishing normally lets the display show the last frames first. The exit
-code is 0 for a normal end (``q``, ``--max-frames``, end of file) and otherwise the failing stage's.
+lines are printed with the stage's name in front. The steps, each its own function:
+
+* ``build_parser``: the flags, derived from the stages' settings dataclasses (``*/config.py``) plus
+  the launcher's own few; importing this module loads neither OpenCV nor any model.
+* ``check``: the launcher's own values (ports, endpoints), one clear line each.
+* ``make_missing_keys``: the key folder for remote workers, created on first use.
+* ``links`` and ``plan`` (pure): the endpoints, computed once (private ``ipc://`` sockets by
+  default), and each stage's command line as ``to_argv`` of its settings built by keyword.
+* ``Supervisor`` (the rules, no I/O) run by ``supervise`` (real processes, signals, the clock).
+* ``merge_stats``: one stats JSON for the whole pipeline.
+
+The exit code is 0 for a normal end (``q``, ``--max-frames``, end of file) and otherwise the failing
+stage's; its one-line error is the launcher's last line.
 """
 
 from __future__ import annotations
@@ -12,32 +21,67 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import os
 import queue
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+import tomllib
 import urllib.parse
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any, Protocol
 
-from capture.run import parse as parse_capture
+from capture.config import CaptureConfig
+from common.config import add_arguments, from_namespace, require, to_argv
+from common.endpoints import (
+    DEFAULT_PORT_BASE,
+    Endpoints,
+    ipc_supported,
+    is_loopback,
+    private,
+    private_folder,
+    tcp,
+)
 from common.errors import FatalError
-from common.security import make_keys
-from common.sockets import is_loopback
-from compositor.run import add_look_arguments, add_worker_arguments
-from compositor.run import parse as parse_compositor
-from display.run import parse as parse_display
-from inference.run import add_model_arguments
-from inference.run import parse as parse_worker
-from inference.segmenter import max_mask_age
+from compositor.config import CompositorConfig
+from display.config import DisplayConfig
+from inference.config import MAX_MASK_AGE_S, WorkerConfig, max_mask_age
 
-GRACE_S = 5.0  # SIGTERM -> SIGKILL
-DRAIN_S = 20.0  # after a file source ends, how long the display may take to show the rest
+CONFIG_ERROR = FatalError.exit_code  # a stage's exit code for bad settings: never restarted
+
+# Stage settings the launcher exposes as its own flags, in --help order. A field named by an earlier
+# group (``lockstep``, ``keys``, ``max_frames``) is one flag feeding every stage that has it.
+STAGE_FLAGS = (
+    ("source", CaptureConfig),
+    ("model (inference workers)", WorkerConfig),
+    ("look and worker serving (compositor)", CompositorConfig),
+    ("display and output", DisplayConfig),
+)
+# What the launcher computes itself for each stage (links, stats files, names): never a flag.
+COMPUTED = {
+    CaptureConfig: {"bind", "max_frames", "stats_json"},
+    CompositorConfig: {
+        "frames",
+        "infer_bind",
+        "out_bind",
+        "control_bind",
+        "max_mask_age",
+        "stats_json",
+    },
+    DisplayConfig: {"connect", "control", "stats_json"},
+    WorkerConfig: {"connect", "name", "keys", "stats_json"},
+}
+LAUNCHER_FLAGS = {"config", "workers", "infer_bind", "links", "port_base", "max_mask_age"}
+LAUNCHER_FLAGS |= {"stats_json"}
+
+
+# ---------------------------------------------------------------- flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,192 +90,391 @@ def build_parser() -> argparse.ArgumentParser:
         description="Video-call privacy mode: keep the person sharp, hide the room. "
         "Starts capture, inference, compositor and display; 'p' toggles privacy, 'q' quits.",
     )
-    g = p.add_argument_group("source")
-    g.add_argument("--source", default="0", help="camera index, video, image or image folder")
-    g.add_argument("--width", type=int, default=640, help="working width (aspect kept)")
-    g.add_argument("--fps", type=float, default=30.0, help="rate for stills and folders")
-    g.add_argument("--loop", action="store_true", help="repeat file sources")
+    declared = set(LAUNCHER_FLAGS)
+    for title, cls in STAGE_FLAGS:
+        skip = COMPUTED[cls] | declared
+        add_arguments(p.add_argument_group(title), cls, skip=skip)
+        declared |= {f.name for f in fields(cls) if f.metadata.get("cli")} - skip
+    _add_launcher_arguments(p.add_argument_group("launcher"))
+    return p
+
+
+def _add_launcher_arguments(g: Any) -> None:
+    ages = ", ".join(f"{m} {s:g} s" for m, s in sorted(MAX_MASK_AGE_S.items()))
     g.add_argument(
-        "--lockstep",
-        action="store_true",
-        help="offline: no pacing, no mask reuse, every frame gets its own mask",
-    )
-    add_model_arguments(p.add_argument_group("model"))
-    add_look_arguments(p.add_argument_group("look"))
-    g = p.add_argument_group("display and output")
-    g.add_argument("--headless", action="store_true", help="no window")
-    g.add_argument("--output", type=Path, default=None, help="record the displayed video")
-    g.add_argument("--max-frames", type=int, default=0, help="stop after N displayed frames")
-    g.add_argument("--stats-json", type=Path, default=None, help="write merged stats here at exit")
-    g.add_argument(
-        "--save-alpha",
-        type=Path,
+        "--max-mask-age",
+        type=float,
         default=None,
-        help="write the applied alpha of every frame as DIR/<index>.png",
+        help="older masks are not trusted: the whole picture is hidden "
+        f"(default per model: {ages})",
     )
-    g = p.add_argument_group("workers and network")
     g.add_argument(
-        "--workers", type=int, default=1, help="local inference workers (0 = remote only)"
+        "--workers",
+        type=int,
+        default=1,
+        help="local inference workers, 0 = remote only (default: 1)",
     )
     g.add_argument(
         "--infer-bind",
         default=None,
-        help="where workers connect, e.g. tcp://0.0.0.0:5551 for remote workers",
+        metavar="tcp://HOST:PORT",
+        help="where workers connect, e.g. tcp://0.0.0.0:5551 for remote workers (needs --keys); "
+        "default: a private local socket",
     )
-    add_worker_arguments(g)
+    default_links = "ipc" if ipc_supported() else "tcp"
     g.add_argument(
-        "--nice",
-        type=int,
-        default=10,
-        help="CPU priority drop for local workers, so the display keeps camera rate",
+        "--links",
+        choices=("ipc", "tcp"),
+        default=default_links,
+        help="local links: ipc = sockets in a folder only you can open; tcp = loopback ports "
+        f"from --port-base, open to every local user (default: {default_links})",
     )
-    g.add_argument("--port-base", type=int, default=5550, help="first of four local ports")
-    return p
+    g.add_argument(
+        "--port-base",
+        type=int,
+        default=DEFAULT_PORT_BASE,
+        help=f"first of four loopback ports with --links tcp (default: {DEFAULT_PORT_BASE})",
+    )
+    g.add_argument("--stats-json", type=Path, default=None, help="write merged stats here at exit")
+    g.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE.toml",
+        help="settings as 'flag-name = value' lines (TOML); the command line wins",
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Flags from ``--config FILE`` (if any) first, then the command line, which wins."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--config", type=Path, default=None)
+    known, _ = first.parse_known_args(argv)
+    if known.config is not None:
+        argv = config_argv(parser, known.config) + argv
+    return parser.parse_args(argv)
+
+
+def config_argv(parser: argparse.ArgumentParser, path: Path) -> list[str]:
+    """A TOML file of settings as command-line flags, validated by the same parser."""
+    try:
+        table = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        parser.error(f"--config {path}: {exc}")
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    argv: list[str] = []
+    for key, value in table.items():
+        action = actions.get(key.replace("-", "_"))
+        if action is None or action.dest in ("config", "help"):
+            parser.error(f"--config {path}: unknown setting {key!r}")
+        flag = action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+            if not isinstance(value, bool):
+                parser.error(f"--config {path}: {key} must be true or false")
+            argv += [flag] if value != action.default else []
+        else:
+            argv += [flag, str(value).lower() if isinstance(value, bool) else str(value)]
+    return argv
+
+
+# ---------------------------------------------------------------- checks, keys, plan
+
+
+def endpoint_port(flag: str, endpoint: str) -> int:
+    """The port of ``tcp://HOST:PORT``, or a one-line FatalError saying what is wrong."""
+    example = "e.g. tcp://0.0.0.0:5551"
+    parts = urllib.parse.urlsplit(endpoint)
+    require(parts.scheme == "tcp", f"{flag} {endpoint!r} must be tcp://HOST:PORT, {example}")
+    require(bool(parts.hostname), f"{flag} {endpoint!r} has no host, {example}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    require(
+        port is not None and 1 <= port <= 65535,
+        f"{flag} {endpoint!r}: the port must be a number in 1..65535, {example}",
+    )
+    return port  # type: ignore[return-value]
+
+
+def check(a: argparse.Namespace) -> None:
+    """The launcher's own values; each stage's values are checked when its settings are built."""
+    require(a.workers >= 0, f"--workers {a.workers} must be >= 0")
+    require(
+        1024 <= a.port_base <= 65535 - 3,
+        f"--port-base {a.port_base} must be in 1024..65532 (it and the next three ports are used)",
+    )
+    require(a.links == "tcp" or ipc_supported(), "--links ipc needs Unix sockets: use --links tcp")
+    if a.infer_bind is not None:
+        endpoint_port("--infer-bind", a.infer_bind)
+        require(
+            is_loopback(a.infer_bind) or a.keys is not None,
+            f"--infer-bind {a.infer_bind} is reachable from the network and must be encrypted: "
+            "create keys with 'python -m inference keys KEYDIR --worker NAME' and pass --keys "
+            "KEYDIR",
+        )
+    if a.stats_json is not None:
+        require(
+            a.stats_json.parent.resolve().is_dir(),
+            f"--stats-json {a.stats_json}: folder {a.stats_json.parent} does not exist",
+        )
+
+
+def make_missing_keys(a: argparse.Namespace) -> None:
+    """First run with a new ``--keys`` folder: make the keys (like ssh-keygen) and say what to copy
+    where, so remote inference is two commands; local workers get a key pair of their own."""
+    if a.keys is None:
+        return
+    from common.security import make_keys  # zmq.auth: only when keys are used
+
+    if not (a.keys / "compositor.key_secret").exists():
+        bundle = make_keys(a.keys, "remote")
+        port = endpoint_port("--infer-bind", a.infer_bind) if a.infer_bind else "PORT"
+        log(
+            f"created keys in {a.keys}; copy {bundle} to the worker machine and run there: "
+            f"python -m inference --connect tcp://THIS_HOST:{port} --keys {bundle.name}"
+        )
+    if a.workers and not (a.keys / "worker-local").is_dir():
+        make_keys(a.keys, "local")
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One process to supervise. ``restart``: a worker that dies mid-run is restarted, not fatal."""
+    """One process to supervise and its rules.
+
+    ``restart``: if it crashes mid-call it is started again (capture, compositor, workers), unless
+    it exits with a configuration error or keeps crashing. ``ends_pipeline``: its normal end ends
+    the pipeline (the display: ``q``, window closed, ``--max-frames``, end of stream).
+    """
 
     name: str
     command: list[str]
     restart: bool = False
+    ends_pipeline: bool = False
 
 
-def stage(name: str, module: str, argv: list[str], restart: bool = False) -> Stage:
-    return Stage(name, [sys.executable, "-m", module, *argv], restart)
+def links(a: argparse.Namespace, folder: Path) -> Endpoints:
+    """The four links, once: private ipc sockets in ``folder`` (or loopback ports with --links
+    tcp); the worker link is ``--infer-bind`` when given (remote workers: TCP, CurveZMQ)."""
+    base = private(folder) if a.links == "ipc" else tcp(a.port_base)
+    return replace(base, infer=a.infer_bind) if a.infer_bind else base
 
 
-def _endpoint_port(endpoint: str) -> int:
-    port = urllib.parse.urlsplit(endpoint).port
-    if port is None:
-        raise FatalError(f"--infer-bind {endpoint!r} needs a port, e.g. tcp://0.0.0.0:5551")
-    return port
+def local_connect(endpoint: str) -> str:
+    """Where local workers connect to reach a bound endpoint (loopback for a wildcard bind)."""
+    if not endpoint.startswith("tcp://"):
+        return endpoint
+    parts = urllib.parse.urlsplit(endpoint)
+    host = parts.hostname or ""
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "*", "::") else host
+    host = f"[{host}]" if ":" in host else host
+    return f"tcp://{host}:{parts.port}"
 
 
-def plan(a: argparse.Namespace, stats_dir: Path) -> list[Stage]:
-    """The stages and their command lines; each is validated by the stage's own parser first."""
-    if a.workers < 0:
-        raise FatalError("--workers must be >= 0")
-    if not 1024 <= a.port_base <= 65530:
-        raise FatalError("--port-base must be between 1024 and 65530")
-    host = "tcp://127.0.0.1"
-    frames, out, control = (f"{host}:{a.port_base + i}" for i in (0, 2, 3))
-    infer_bind = a.infer_bind or f"{host}:{a.port_base + 1}"
-    # Local workers connect to the bound address itself (127.0.0.1 for a wildcard bind).
-    bound_host = urllib.parse.urlsplit(infer_bind).hostname or ""
-    local_host = "127.0.0.1" if bound_host in ("", "0.0.0.0", "*", "::") else bound_host
-    infer_local = f"tcp://{local_host}:{_endpoint_port(infer_bind)}"
-    worker_keys: list[str] = []
-    if not is_loopback(infer_bind) and a.keys is None:
-        raise FatalError(
-            f"--infer-bind {infer_bind} is reachable from the network and must be encrypted: "
-            "create keys with 'python -m inference keys KEYDIR --worker NAME' "
-            "and pass --keys KEYDIR"
+def worker_names(n: int) -> list[str]:
+    return ["inference"] if n == 1 else [f"worker-{i}" for i in range(1, n + 1)]
+
+
+def stage_config(cls: type, a: argparse.Namespace, **computed: Any) -> Any:
+    """A stage's settings by keyword: the user's flags plus what the launcher computes."""
+    assert set(computed) == COMPUTED[cls], f"{cls.__name__}: {set(computed) ^ COMPUTED[cls]}"
+    return from_namespace(cls, a, **computed)
+
+
+def command(module: str, config: Any) -> list[str]:
+    return [sys.executable, "-m", module, *to_argv(config)]
+
+
+def plan(a: argparse.Namespace, ep: Endpoints, stats_dir: Path) -> list[Stage]:
+    """The stages and their command lines (pure: reads and writes nothing). Building each stage's
+    settings validates them, so a bad value stops everything before anything runs."""
+
+    def stats(name: str) -> Path:
+        return stats_dir / f"{name}.json"
+
+    age = a.max_mask_age if a.max_mask_age is not None else max_mask_age(a.model)
+    capture = stage_config(
+        CaptureConfig, a, bind=ep.frames, max_frames=0, stats_json=stats("capture")
+    )
+    compositor = stage_config(
+        CompositorConfig,
+        a,
+        frames=ep.frames,
+        infer_bind=ep.infer,
+        out_bind=ep.out,
+        control_bind=ep.control,
+        max_mask_age=age,
+        stats_json=stats("compositor"),
+    )
+    display = stage_config(
+        DisplayConfig, a, connect=ep.out, control=ep.control, stats_json=stats("display")
+    )
+    stages = [
+        Stage("capture", command("capture", capture), restart=True),
+        Stage("compositor", command("compositor", compositor), restart=True),
+    ]
+    worker_keys = a.keys / "worker-local" if a.keys is not None else None
+    for name in worker_names(a.workers):
+        worker = stage_config(
+            WorkerConfig,
+            a,
+            connect=local_connect(ep.infer),
+            name=name,
+            keys=worker_keys,
+            stats_json=stats(name),
         )
-    if a.keys is not None:
-        if not (a.keys / "compositor.key_secret").exists():
-            # First run with a new key folder: make the keys, like ssh-keygen would, and say
-            # what to copy where, so remote inference is two commands.
-            bundle = make_keys(a.keys, "remote")
-            log(
-                f"created keys in {a.keys}; copy {bundle} to the worker machine and run there: "
-                f"python -m inference --connect tcp://THIS_HOST:{_endpoint_port(infer_bind)} "
-                f"--keys {bundle.name}"
-            )
-        # The worker socket is a CURVE server now: local workers need a key pair of their own.
-        if a.workers and not (a.keys / "worker-local").is_dir():
-            make_keys(a.keys, "local")
-        worker_keys = ["--keys", str(a.keys / "worker-local")]
-
-    def stats(name: str) -> list[str]:
-        return ["--stats-json", str(stats_dir / f"{name}.json")]
-
-    lock = ["--lockstep"] if a.lockstep else []
-    capture = [
-        "--source",
-        a.source,
-        "--width",
-        str(a.width),
-        "--fps",
-        str(a.fps),
-        "--bind",
-        frames,
-        *(["--loop"] if a.loop else []),
-        *lock,
-        *stats("capture"),
-    ]
-    max_age = a.max_mask_age if a.max_mask_age is not None else max_mask_age(a.model)
-    look = ["--privacy", a.privacy, "--blur", str(a.blur), "--max-mask-age", str(max_age)]
-    look += ["--background", str(a.background)] if a.background else []
-    look += ["--background-color", a.background_color] if a.background_color else []
-    look += ["--no-refine"] if a.no_refine else []
-    look += ["--no-temporal"] if a.no_temporal else []
-    compositor = [
-        "--frames",
-        frames,
-        "--infer-bind",
-        infer_bind,
-        "--out-bind",
-        out,
-        "--control-bind",
-        control,
-        *look,
-        *lock,
-        "--worker-timeout",
-        str(a.worker_timeout),
-        "--remote-encoding",
-        a.remote_encoding,
-        "--jpeg-quality",
-        str(a.jpeg_quality),
-        *(["--keys", str(a.keys)] if a.keys else []),
-        *(["--save-alpha", str(a.save_alpha)] if a.save_alpha else []),
-        *stats("compositor"),
-    ]
-    display = [
-        "--connect",
-        out,
-        "--control",
-        control,
-        *(["--headless"] if a.headless else []),
-        *(["--output", str(a.output)] if a.output else []),
-        "--max-frames",
-        str(a.max_frames),
-        *stats("display"),
-    ]
-    model = [
-        "--model",
-        a.model,
-        "--confidence",
-        str(a.confidence),
-        "--mask-threshold",
-        str(a.mask_threshold),
-        "--people",
-        a.people,
-        "--proposals",
-        str(a.proposals),
-        "--input-size",
-        str(a.input_size),
-        "--threads",
-        str(a.threads),
-        "--selfie-variant",
-        a.selfie_variant,
-        "--nice",
-        str(a.nice),
-        *(["--model-dir", str(a.model_dir)] if a.model_dir else []),
-    ]
-    # Validate every command line with the stage's own parser: errors show up before anything runs.
-    parse_capture(capture)
-    parse_compositor(compositor)
-    parse_display(display)
-    stages = [stage("capture", "capture", capture), stage("compositor", "compositor", compositor)]
-    for i in range(1, a.workers + 1):
-        name = f"worker-{i}" if a.workers > 1 else "inference"
-        argv = ["--connect", infer_local, "--name", name, *model, *worker_keys, *stats(name)]
-        parse_worker(argv)
-        stages.append(stage(name, "inference", argv, restart=True))
-    stages.append(stage("display", "display", display))
+        stages.append(Stage(name, command("inference", worker), restart=True))
+    stages.append(Stage("display", command("display", display), ends_pipeline=True))
     return stages
+
+
+# ---------------------------------------------------------------- supervision
+
+
+@dataclass(frozen=True)
+class Rules:
+    grace: float = 5.0  # SIGTERM -> SIGKILL
+    drain: float = 20.0  # after a file source ends, how long the display may show the rest
+    restart_delay: float = 0.5  # a crashed stage starts again after this long
+    crash_limit: int = 5  # a stage crashing this often ...
+    crash_window: float = 60.0  # ... within this many seconds ends the pipeline
+
+
+class Process(Protocol):
+    pid: int
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+def exit_status(rc: int) -> int:
+    """A return code as a shell exit status (killed by signal N: 128 + N)."""
+    return 128 - rc if rc < 0 else rc
+
+
+class Supervisor:
+    """The rules, without I/O: which stage starts, restarts, stops, and the pipeline's exit code.
+
+    Processes come from ``spawn(stage)``, time from ``clock()``; the caller reports exits and
+    signals and calls ``tick()`` (``supervise`` does that with real processes). The display ending
+    ends the pipeline with 0; a stage failing ends it with its code; a stage finishing normally
+    (a file source at its end) gives the display ``drain`` seconds to show the rest; a restartable
+    stage that crashes is started again after ``restart_delay``, unless it exited with a
+    configuration error or crashed ``crash_limit`` times within ``crash_window``; a signal stops
+    all. Stopping is SIGTERM, then SIGKILL after ``grace``.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        spawn: Callable[[Stage], Process],
+        clock: Callable[[], float] = time.monotonic,
+        rules: Rules = Rules(),
+        say: Callable[[str], None] = lambda text: log(text),
+    ) -> None:
+        self.stages = {s.name: s for s in stages}
+        self.spawn, self.clock, self.rules, self.say = spawn, clock, rules, say
+        self.procs: dict[str, Process] = {}
+        self.running: set[str] = set()
+        self.restart_at: dict[str, float] = {}
+        self.crashes: dict[str, deque[float]] = {name: deque() for name in self.stages}
+        self.code: int | None = None
+        self.failed: str | None = None  # the stage whose exit ended the pipeline with an error
+        self.stop_at: float | None = None  # when to SIGTERM everyone still running
+        self.kill_at: float | None = None  # set once stopping: when to SIGKILL the rest
+
+    @property
+    def stopping(self) -> bool:
+        return self.kill_at is not None
+
+    @property
+    def done(self) -> bool:
+        return not self.running and (self.stopping or not self.restart_at)
+
+    @property
+    def exit_code(self) -> int:
+        return self.code or 0
+
+    def start(self) -> None:
+        for stage in self.stages.values():
+            self._start(stage)
+
+    def _start(self, stage: Stage) -> None:
+        proc = self.spawn(stage)
+        self.procs[stage.name] = proc
+        self.running.add(stage.name)
+        self.say(f"started {stage.name} (pid {proc.pid})")
+
+    def exited(self, name: str, rc: int) -> None:
+        self.running.discard(name)
+        if self.stopping:
+            return  # shutting down: exits no longer decide anything
+        stage, now = self.stages[name], self.clock()
+        self.say(f"{name} exited with code {rc}")
+        if rc == 0:
+            self._finished(stage, now)
+        elif stage.restart and rc != CONFIG_ERROR and self._may_restart(name, now):
+            self.say(f"{name} crashed; the call goes on, restarting it")
+            self.restart_at[name] = now + self.rules.restart_delay
+        else:
+            self.failed = self.failed or name
+            self.stop(exit_status(rc))
+
+    def _finished(self, stage: Stage, now: float) -> None:
+        if stage.ends_pipeline:
+            self.stop(0)
+        elif self.stop_at is None and any(self.stages[n].ends_pipeline for n in self.running):
+            self.say(
+                f"{stage.name} finished; the display may show the rest for {self.rules.drain:g} s"
+            )
+            self.stop_at = now + self.rules.drain
+
+    def _may_restart(self, name: str, now: float) -> bool:
+        crashes = self.crashes[name]
+        crashes.append(now)
+        while crashes[0] <= now - self.rules.crash_window:
+            crashes.popleft()
+        if len(crashes) < self.rules.crash_limit:
+            return True
+        self.say(f"{name} crashed {len(crashes)} times in {self.rules.crash_window:g} s; giving up")
+        return False
+
+    def stop(self, code: int) -> None:
+        """End the pipeline now with ``code`` (the first reason given wins)."""
+        self.code = code if self.code is None else self.code
+        now = self.clock()
+        self.stop_at = now if self.stop_at is None else min(self.stop_at, now)
+
+    def signalled(self, signum: int) -> None:
+        if not self.stopping:
+            self.say(f"stopping ({signal.Signals(signum).name})")
+            self.stop(128 + signum)
+
+    def tick(self) -> None:
+        """Start what is due to restart, SIGTERM when stopping, SIGKILL after the grace period."""
+        now = self.clock()
+        for name, due in list(self.restart_at.items()):
+            if now >= due and not self.stopping:
+                del self.restart_at[name]
+                self._start(self.stages[name])
+        if self.stop_at is not None and now >= self.stop_at and not self.stopping:
+            self.restart_at.clear()
+            for name in sorted(self.running):
+                self.procs[name].terminate()
+            self.kill_at = now + self.rules.grace
+        if self.kill_at is not None and now >= self.kill_at:
+            for name in sorted(self.running):
+                self.say(f"{name} did not stop in {self.rules.grace:g} s, killing it")
+                self.procs[name].kill()
+            self.kill_at = math.inf
+
+    def kill_all(self) -> None:
+        """Last resort (the launcher itself failing): no stage outlives it."""
+        for name in self.running:
+            self.procs[name].kill()
 
 
 def _die_with_parent() -> None:
@@ -242,101 +485,79 @@ def _die_with_parent() -> None:
         pass
 
 
-def supervise(stages: list[Stage], grace: float = GRACE_S, drain: float = DRAIN_S) -> int:
-    """Run the stages until one ends; stop the rest; return the pipeline's exit code.
+class Spawner:
+    """Starts a stage as a real process; prints its lines prefixed with its name, remembers its
+    last one-line error, and reports its exit on ``events``."""
 
-    Rules: the display ending (q, window closed, --max-frames, end of stream) ends the pipeline with
-    code 0; any stage failing ends it with that stage's code; a file source finishing normally gives
-    the display ``drain`` seconds to show the rest. A restartable stage (an inference worker) that
-    dies mid-run is restarted after a second: the picture stays live and fails closed meanwhile.
-    Only a worker's configuration error (exit code 2: bad flag, missing model) is fatal.
-    """
-    events: queue.Queue[tuple[str, int]] = queue.Queue()
-    procs: dict[str, subprocess.Popen] = {}
-    by_name = {s.name: s for s in stages}
-    width = max(len(s.name) for s in stages)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(Path(__file__).resolve().parent), env.get("PYTHONPATH")])
-    )
+    def __init__(self, events: queue.SimpleQueue, width: int) -> None:
+        self.events, self.width = events, width
+        self.errors: dict[str, str] = {}
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1")
+        here = str(Path(__file__).resolve().parent)
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
 
-    def pump(name: str, proc: subprocess.Popen) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(f"{name:>{width}} | {line}")
-            sys.stdout.flush()
-        events.put((name, proc.wait()))
-
-    def start(s: Stage) -> None:
+    def __call__(self, stage: Stage) -> subprocess.Popen:
         proc = subprocess.Popen(
-            s.command,
+            stage.command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
-            env=env,
+            errors="replace",
+            env=self.env,
             preexec_fn=_die_with_parent,
             start_new_session=True,
         )
-        procs[s.name] = proc
-        threading.Thread(target=pump, args=(s.name, proc), daemon=True).start()
+        threading.Thread(target=self._pump, args=(stage.name, proc), daemon=True).start()
+        return proc
 
-    for s in stages:
-        start(s)
+    def _pump(self, name: str, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(f"{name:>{self.width}} | {line}")
+            sys.stdout.flush()
+            if line.startswith(f"{name}: error:") or ": error: " in line:
+                self.errors[name] = line.strip()
+        self.events.put(("exit", name, proc.wait()))
 
-    signalled: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _f: signalled.append(signum))
 
-    exit_code: int | None = None
-    stop_at: float | None = None  # when to SIGTERM everyone still running
-    kill_at: float | None = None
-    restarts: dict[str, float] = {}  # name -> when to restart it
-    running = set(procs)
-    while running or (restarts and kill_at is None):
-        try:
-            name, rc = events.get(timeout=0.2)
-        except queue.Empty:
-            name, rc = "", 0
-        now = time.monotonic()
-        if name:
-            running.discard(name)
-            if kill_at is None:  # not yet shutting down: this exit decides
-                log(f"{name} exited with code {rc}")
-                if by_name[name].restart and rc not in (0, 2):
-                    log(f"{name} died; the pipeline goes on, restarting it in 1 s")
-                    restarts[name] = now + 1.0
-                elif rc != 0:
-                    exit_code = rc if exit_code is None else exit_code
-                    stop_at = now
-                elif name == "display":
-                    exit_code = 0 if exit_code is None else exit_code
-                    stop_at = now
-                elif "display" in running and stop_at is None:
-                    stop_at = now + drain  # source finished: let the display show the rest
-        for n, due in list(restarts.items()):
-            if kill_at is None and now >= due:
-                del restarts[n]
-                start(by_name[n])
-                running.add(n)
-        if signalled and kill_at is None:
-            log("stopping (signal)")
-            exit_code = 128 + signalled[0] if exit_code is None else exit_code
-            stop_at = now
-        if stop_at is not None and now >= stop_at and kill_at is None:
-            for n in running:
-                procs[n].send_signal(signal.SIGTERM)
-            kill_at = now + grace
-        if kill_at is not None and now >= kill_at:
-            for n in running:
-                log(f"{n} did not stop in {grace:.0f} s, killing it")
-                procs[n].kill()
-            kill_at = float("inf")
-    return exit_code or 0
+def supervise(stages: Sequence[Stage], rules: Rules = Rules()) -> tuple[int, str | None]:
+    """Run the stages as real processes under ``Supervisor``'s rules.
+
+    Returns the exit code and, if a stage's failure set it, that stage's last one-line error.
+    """
+    events: queue.SimpleQueue = queue.SimpleQueue()  # put() is safe in a signal handler
+    spawner = Spawner(events, max(len(s.name) for s in stages))
+    sup = Supervisor(stages, spawner, time.monotonic, rules)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        events.put(("signal", "", signum))
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        sup.start()
+        while not sup.done:
+            try:
+                kind, name, value = events.get(timeout=0.1)
+            except queue.Empty:
+                kind, name, value = "", "", 0
+            if kind == "exit":
+                sup.exited(name, value)
+            elif kind == "signal":
+                sup.signalled(value)
+            sup.tick()
+    finally:
+        sup.kill_all()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return sup.exit_code, spawner.errors.get(sup.failed or "")
 
 
 def log(text: str) -> None:
     print(f"launch: {text}", flush=True)
+
+
+# ---------------------------------------------------------------- stats and main
 
 
 def merge_stats(stats_dir: Path, dest: Path) -> dict:
@@ -372,22 +593,28 @@ def merge_stats(stats_dir: Path, dest: Path) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="privacycam-") as tmp:
-        try:
-            stages = plan(a, Path(tmp))
-        except FatalError as exc:
-            print(f"launch: error: {exc}", file=sys.stderr)
-            return exc.exit_code
-        code = supervise(stages)
-        if a.stats_json:
-            m = merge_stats(Path(tmp), a.stats_json)
+    a = parse_args(argv)
+    try:
+        check(a)
+        make_missing_keys(a)
+        with private_folder() as folder:
+            ep = links(a, folder)
+            stages = plan(a, ep, folder)
             log(
-                f"stats: display {m['display_fps']} fps, capture {m['capture_fps']} fps, "
-                f"masks {m['inference_fps']}/s, e2e p95 {m['e2e_latency_ms'].get('p95')} ms "
-                f"-> {a.stats_json}"
+                f"links: frames {ep.frames} workers {ep.infer} output {ep.out} control {ep.control}"
             )
-    log(f"exit code {code}")
+            code, error = supervise(stages)
+            if a.stats_json:
+                m = merge_stats(folder, a.stats_json)
+                log(
+                    f"stats: display {m['display_fps']} fps, capture {m['capture_fps']} fps, "
+                    f"masks {m['inference_fps']}/s, e2e p95 {m['e2e_latency_ms'].get('p95')} ms "
+                    f"-> {a.stats_json}"
+                )
+    except FatalError as exc:
+        print(f"launch: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    log(f"exit code {code}: {error}" if error else f"exit code {code}")  # the last line
     return code
 
 
