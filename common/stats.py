@@ -1,8 +1,10 @@
-"""Stage statistics: counters, rates and latency percentiles, logged once a second.
+"""Stage statistics: counters, rates and latency percentiles, logged every few seconds.
 
-Every stage reports what it does (rates, latencies, mask age, drops) in one status line a second,
-and with ``--stats-json FILE`` the same numbers as JSON (rewritten atomically every second and at
-exit), so a launcher, test or benchmark can read them without parsing logs.
+Every stage reports what it does (rates, latencies, mask age, drops) in one status line every
+``log_every`` seconds (5 by default: a line a second per stage drowned everything else; 1 with a
+stage's ``--verbose``), and with ``--stats-json FILE`` the same numbers as JSON, rewritten
+atomically every second and at exit, so a launcher, test or benchmark can read them without
+parsing logs. Sample series are bounded: the most recent ``MAX_SAMPLES`` values of each.
 """
 
 from __future__ import annotations
@@ -11,17 +13,23 @@ import json
 import logging
 import os
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-MAX_SAMPLES = 100_000  # per series; a long run keeps the most recent ones
+MAX_SAMPLES = 10_000  # per series: percentiles of the most recent ones (~5 min at 30/s)
+SAVE_EVERY_S = 1.0  # the JSON file (tests and benchmarks read it while a stage runs)
+LOG_EVERY_S = 5.0  # the status line
 
 
-def percentiles(samples: list[float]) -> dict[str, float | None]:
+def _series() -> deque[float]:
+    return deque(maxlen=MAX_SAMPLES)
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float | None]:
     """{"p50", "p95"} of the samples, None if there are none (JSON null: "not measured")."""
     if not samples:
         return {"p50": None, "p95": None}
@@ -33,33 +41,41 @@ def percentiles(samples: list[float]) -> dict[str, float | None]:
 
 
 class Stats:
-    """Counters and sample series of one stage; ``tick()`` logs a line a second and saves JSON."""
+    """Counters and sample series of one stage; ``tick()`` saves the JSON every second and logs
+    the status line every ``log_every`` seconds."""
 
-    def __init__(self, stage: str, log: logging.Logger, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        stage: str,
+        log: logging.Logger,
+        path: Path | None = None,
+        log_every: float = LOG_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stage = stage
         self.log = log
         self.path = path
+        self.log_every = log_every
+        self.clock = clock
         self.counts: dict[str, int] = defaultdict(int)
-        self.series: dict[str, list[float]] = defaultdict(list)
+        self.series: dict[str, deque[float]] = defaultdict(_series)
         # Derived values (rates, per-worker tables) computed only when a snapshot is taken.
         self.live: Callable[[], dict[str, Any]] | None = None
-        self.started = time.monotonic()
-        self._last_tick = self.started
+        self.started = self.clock()
+        self._last_tick = self.started  # last status line (rates in it are since then)
+        self._last_save = self.started
         self._last_counts: dict[str, int] = {}
         self._first: dict[str, float] = {}
         self._last: dict[str, float] = {}
 
     def count(self, name: str, n: int = 1) -> None:
-        now = time.monotonic()
+        now = self.clock()
         self._first.setdefault(name, now)
         self._last[name] = now
         self.counts[name] += n
 
     def sample(self, name: str, value: float) -> None:
-        series = self.series[name]
-        if len(series) >= MAX_SAMPLES:
-            del series[: MAX_SAMPLES // 10]
-        series.append(value)
+        self.series[name].append(value)  # a bounded deque: the oldest sample falls out
 
     def rate(self, name: str) -> float:
         """Events per second between the first and last event.
@@ -72,11 +88,17 @@ class Stats:
         return (n - 1) / span if n > 1 and span >= 0.5 else 0.0
 
     def tick(self, status: str | None = None, force: bool = False) -> bool:
-        """Once a second: log the status line (rates since the last tick) and save the JSON."""
-        now = time.monotonic()
-        if not force and now - self._last_tick < 1.0:
+        """Save the JSON once a second; log the status line every ``log_every`` seconds.
+
+        Returns True when a status line was logged. ``force``: both now (at exit).
+        """
+        now = self.clock()
+        if force or now - self._last_save >= SAVE_EVERY_S:
+            self._last_save = now
+            self.save()
+        if not force and now - self._last_tick < self.log_every:
             return False
-        span = now - self._last_tick
+        span = max(now - self._last_tick, 1e-6)
         self._last_tick = now
         if status is None:
             recent = {
@@ -85,18 +107,17 @@ class Stats:
             status = ", ".join(f"{k} {v:.1f}/s" for k, v in recent.items())
         self._last_counts = dict(self.counts)
         self.log.info("%s", status)
-        self.save()
         return True
 
     def recent_rate(self, name: str) -> float:
-        """Per-second rate of ``name`` since the last tick (for status lines)."""
-        span = max(time.monotonic() - self._last_tick, 1e-6)
+        """Per-second rate of ``name`` since the last status line (for status lines)."""
+        span = max(self.clock() - self._last_tick, 1e-6)
         return (self.counts.get(name, 0) - self._last_counts.get(name, 0)) / span
 
     def snapshot(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "stage": self.stage,
-            "uptime_s": round(time.monotonic() - self.started, 2),
+            "uptime_s": round(self.clock() - self.started, 2),
         }
         out.update(self.counts)
         for name, series in self.series.items():
