@@ -20,6 +20,20 @@ MAX_MASK_AGE_S = {"maskrcnn": 6.0, "selfie": 1.0}
 DEFAULT_MAX_MASK_AGE_S = 6.0
 
 
+# The fields that choose and tune the model (launch.py offers exactly these as its model flags).
+MODEL_FIELDS = (
+    "model",
+    "model_dir",
+    "confidence",
+    "mask_threshold",
+    "people",
+    "proposals",
+    "input_size",
+    "threads",
+    "selfie_variant",
+)
+
+
 def model_names() -> list[str]:
     """Segmenter modules in inference/segmenters (module name = model name), without importing."""
     here = Path(__file__).resolve().parent / "segmenters"
@@ -49,13 +63,16 @@ class WorkerConfig:
         "auto", "selfie model input shape", choices=("auto", "square", "landscape")
     )
     mask_interval: float = option(
-        0.0, "produce at most one mask every S seconds, resting in between (0 = as fast as it can)"
+        0.0,
+        "produce at most one mask every S seconds, resting in between (0 = as fast as it can)",
+        metavar="S",
     )
     name: str = option("", "worker name in stats (default host-pid)")
     nice: int = option(10, "lower this process's CPU priority by N (camera-rate stages first)")
     liveness: float = option(5.0, "seconds of compositor silence before reconnecting")
     keys: Path | None = option(None, "key folder (from 'keys') for encrypted non-loopback links")
     stats_json: Path | None = option(None, "write stats JSON here")
+    verbose: bool = option(False, "a status line every second (default: every 5 s)")
     extra: dict = field(default_factory=dict, metadata={"cli": False})
 
     def __post_init__(self) -> None:
