@@ -39,6 +39,9 @@ class CompositorConfig:
     )
     lockstep: bool = option(False, "offline: every frame waits for its own mask")
     worker_timeout: float = option(15.0, "a worker silent this long on a frame loses its slot (s)")
+    max_in_flight: int = option(
+        8, "at most this many frames handed to workers at once (each is kept until its mask)"
+    )
     remote_encoding: str = option(
         "jpeg", "frames to non-loopback workers (loopback is always raw)", choices=("raw", "jpeg")
     )
@@ -58,6 +61,7 @@ class CompositorConfig:
             "--worker-timeout must be > 0 seconds",
         )
         require(1 <= self.jpeg_quality <= 100, "--jpeg-quality must be in 1..100")
+        require(1 <= self.max_in_flight <= 64, "--max-in-flight must be in 1..64")
         require(
             self.background is None or self.background.is_file(),
             f"--background {self.background} is not a file (give an image or a video)",
