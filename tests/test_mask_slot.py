@@ -1,0 +1,95 @@
+"""The applied mask and the hide-or-show verdict, and the privacy switch, without sockets
+(milliseconds)."""
+
+from compositor.control import PrivacySwitch
+from compositor.maskslot import (
+    MASK_ASPECT,
+    MASK_TOO_LARGE,
+    MISMATCH,
+    STALE,
+    WAITING,
+    MaskSlot,
+    mask_problem,
+)
+
+HD = (360, 640)
+
+
+def slot_with_mask(max_age=1.0, lockstep=False, stream=5, frame_id=10, ts=100.0, shape=HD):
+    s = MaskSlot(max_age, lockstep)
+    s.see_frame(stream)
+    assert s.newer(stream, frame_id)
+    s.accept(stream, frame_id, ts, shape)
+    return s
+
+
+def test_no_mask_yet_is_waiting():
+    v = MaskSlot(1.0).verdict(5, 100.0, HD)
+    assert (v.show, v.hidden, v.age_s) == (False, WAITING, None)
+
+
+def test_fresh_mask_is_shown_with_its_age():
+    v = slot_with_mask().verdict(5, 100.4, HD)
+    assert v.show and v.hidden == "" and abs(v.age_s - 0.4) < 1e-9
+
+
+def test_older_than_max_age_is_stale():
+    s = slot_with_mask(max_age=1.0)
+    assert s.verdict(5, 101.0, HD).show  # exactly the limit is still trusted
+    v = s.verdict(5, 101.01, HD)
+    assert (v.show, v.hidden) == (False, STALE) and v.age_s > 1.0
+
+
+def test_lockstep_is_never_stale():
+    v = slot_with_mask(max_age=1.0, lockstep=True).verdict(5, 1000.0, HD)
+    assert v.show and v.hidden == ""
+
+
+def test_another_stream_or_aspect_is_a_mismatch():
+    s = slot_with_mask()
+    v = s.verdict(6, 100.1, HD)
+    assert (v.show, v.hidden, v.age_s) == (False, MISMATCH, None)
+    v = s.verdict(5, 100.1, (480, 640))  # 4:3 frame, 16:9 mask
+    assert (v.show, v.hidden) == (False, MISMATCH)
+    assert s.verdict(5, 100.1, (720, 1280)).show  # same aspect, other size: fine
+    assert s.verdict(5, 100.1, (361, 640)).show  # rounding of sizes
+
+
+def test_newest_frame_id_wins_per_stream():
+    s = slot_with_mask(frame_id=10)
+    assert not s.newer(5, 9) and not s.newer(5, 10) and s.newer(5, 11)
+
+
+def test_a_restarted_capture_new_stream_wins_but_a_late_old_one_does_not():
+    s = slot_with_mask(stream=5, frame_id=10)
+    s.see_frame(6)  # capture restarted: stream 6 is coming in now
+    assert s.newer(6, 0)
+    s.accept(6, 0, 200.0, HD)
+    assert not s.newer(5, 11)  # a late mask of the old stream cannot replace it
+    assert MaskSlot(1.0).newer(5, 0)  # nothing seen yet: any mask may be the first
+
+
+def test_mask_image_must_have_the_frames_aspect_and_at_most_its_size():
+    assert mask_problem((360, 640), (360, 640, 3)) == ""
+    assert mask_problem((144, 256), (360, 640, 3)) == ""  # the selfie model's landscape output
+    assert mask_problem((720, 1280), (360, 640, 3)) == MASK_TOO_LARGE
+    assert mask_problem((360, 641), (360, 640, 3)) == MASK_TOO_LARGE
+    assert mask_problem((256, 256), (360, 640, 3)) == MASK_ASPECT
+    assert mask_problem((1, 640), (360, 640, 3)) == MASK_ASPECT
+
+
+def test_privacy_commands_and_only_changes_are_logged_rate_limited():
+    p = PrivacySwitch(True, log_interval=1.0)
+    assert not p.apply("on") and p.report(0.0) is None  # no change, no line
+    assert p.apply("off") and p.report(0.0) == "privacy off"  # first change: at once
+    assert p.apply("toggle") and p.on
+    assert p.report(0.5) is None  # rate-limited ...
+    assert p.report(1.0) == "privacy on"  # ... then reported
+    lines = []
+    for i in range(10_001):
+        p.apply("toggle")
+        if line := p.report(2.0 + i * 1e-5):  # 10,001 toggles in 0.1 s
+            lines.append(line)
+    assert lines == ["privacy off"]  # the first; the rest is owed
+    assert p.report(3.0) == "privacy off (10000 changes)" and not p.on
+    assert p.report(9.0) is None
