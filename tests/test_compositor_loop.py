@@ -1,0 +1,149 @@
+"""The compositor's real loop on real ZeroMQ sockets, in this process (inproc, about a second):
+a fake capture, worker and display talk to it in the wire format. What a hostile or broken worker
+sends is dropped and counted, never applied and never a crash (issue 10); a flood of privacy
+commands is a few log lines; End flows through."""
+
+import logging
+import threading
+import time
+
+import msgpack
+import numpy as np
+import zmq
+
+from common import protocol
+from common.runtime import Runtime
+from compositor.config import CompositorConfig
+from compositor.links import open_links
+from compositor.loop import run_realtime
+from compositor.run import build
+
+H, W = 72, 128
+DEADLINE_S = 20.0  # generous: two shared cores
+
+
+class ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def frame_parts(i, stream=7):
+    image = np.full((H, W, 3), i % 256, np.uint8)
+    return protocol.encode(protocol.Frame(frame_id=i, ts=time.time(), stream=stream, image=image))
+
+
+def mask_parts(i, shape=(H, W), stream=7, infer_ms=5.0):
+    m = protocol.Mask(frame_id=i, stream=stream, worker="W", infer_ms=infer_ms)
+    return protocol.encode(protocol.Mask(**{**m.__dict__, "image": np.zeros(shape, np.uint8)}))
+
+
+def bad_infer_ms_mask(i):
+    """The mask that used to crash the compositor: infer_ms is a string."""
+    header = dict(
+        p=protocol.MAGIC,
+        v=protocol.VERSION,
+        kind="mask",
+        frame_id=i,
+        stream=7,
+        worker="W",
+        infer_ms="12.5",
+        shape=[H, W],
+        dtype="uint8",
+        enc="raw",
+    )
+    return [msgpack.packb(header), bytes(H * W)]
+
+
+def recv(sock, kinds, deadline):
+    while time.monotonic() < deadline:
+        if sock.poll(100):
+            msg = protocol.decode(sock.recv_multipart())
+            if isinstance(msg, kinds):
+                return msg
+    raise AssertionError(f"no {kinds} before the deadline")
+
+
+def test_loop_drops_and_counts_what_a_worker_must_not_send(tmp_path):
+    ctx = zmq.Context()
+    log = logging.getLogger("test-compositor-loop")
+    handler = ListHandler()
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    rt = Runtime(name="compositor", log=log, ctx=ctx)
+    ep = {k: f"inproc://{k}-{id(rt)}" for k in ("frames", "infer", "out", "control")}
+    capture = ctx.socket(zmq.PUSH)
+    capture.bind(ep["frames"])
+    config = CompositorConfig(
+        frames=ep["frames"],
+        infer_bind=ep["infer"],
+        out_bind=ep["out"],
+        control_bind=ep["control"],
+        max_mask_age=60.0,
+    )
+    core = build(config, rt)
+    links = open_links(config, ctx)
+    result = []
+    thread = threading.Thread(target=lambda: result.append(run_realtime(core, links, rt)))
+    thread.start()
+    try:
+        display = ctx.socket(zmq.PULL)
+        display.connect(ep["out"])
+        control = ctx.socket(zmq.PUSH)
+        control.connect(ep["control"])
+        worker = ctx.socket(zmq.DEALER)
+        worker.connect(ep["infer"])
+        deadline = time.monotonic() + DEADLINE_S
+        worker.send_multipart(protocol.encode(protocol.Ready(worker="W", model="fake")))
+
+        capture.send_multipart(frame_parts(1))
+        out = recv(display, protocol.Output, deadline)
+        assert (out.frame_id, out.hidden, out.fail_closed) == (1, "waiting", True)
+        handed = recv(worker, protocol.Frame, deadline)
+        assert handed.frame_id == 1 and handed.image.shape == (H, W, 3)
+
+        for parts in (
+            mask_parts(2**63 - 1),  # forged id: would win "newest" forever
+            mask_parts(5),  # a frame never handed out
+            mask_parts(1, stream=8),
+            mask_parts(1, shape=(2 * H, 2 * W)),
+            bad_infer_ms_mask(1),
+            [b"not msgpack at all"],
+        ):
+            worker.send_multipart(parts)
+        worker.send_multipart(mask_parts(1))  # the genuine one
+        i = 2
+        while True:  # frames until one is shown with the mask
+            capture.send_multipart(frame_parts(i))
+            i += 1
+            if (out := recv(display, protocol.Output, deadline)).hidden == "":
+                break
+        assert not out.fail_closed and out.mask_age_ms is not None
+        assert core.picture.slot.applied.frame_id == 1
+        assert core.stats.counts["masks_applied"] == 1
+        assert core.rejected == {"not_handed_out": 2, "wrong_stream": 1, "mask_too_large": 1}
+        assert core.bad.count == 2  # the string infer_ms and the garbage
+
+        for _ in range(10_001):
+            control.send_multipart(protocol.encode(protocol.Control(privacy="toggle")))
+        while core.privacy.on or core.privacy.unreported > 0:  # the loop works through them
+            assert time.monotonic() < deadline, "privacy commands not applied"
+            capture.send_multipart(frame_parts(i))
+            i += 1
+            recv(display, protocol.Output, deadline)
+        capture.send_multipart(protocol.encode(protocol.End(stream=7, frame_id=i - 1)))
+        assert recv(display, protocol.End, deadline).frame_id == i - 1
+        thread.join(DEADLINE_S)
+        assert result == [0]
+        privacy_lines = [line for line in handler.lines if line.startswith("privacy")]
+        assert 1 <= len(privacy_lines) <= 1 + DEADLINE_S, privacy_lines  # not 10,001
+        assert privacy_lines[-1].startswith("privacy off")
+    finally:
+        rt.stop()
+        thread.join(DEADLINE_S)
+        log.removeHandler(handler)
+        links.close()
+        ctx.destroy(0)
