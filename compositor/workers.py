@@ -5,13 +5,15 @@ worker holds at most one frame. Idle workers get a heartbeat every second and an
 that vanished is noticed (``liveness``); a busy worker that has not answered within
 ``timeout`` seconds loses its slot (the pipeline goes on; the fail-closed rule covers the picture).
 A worker that comes back (same or new socket) simply says READY again and gets a new slot.
+
+No clock of its own: every call gets ``now`` (monotonic seconds). What each worker holds and
+which masks are genuine is ``dispatch.Dispatcher``'s business.
 """
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -19,7 +21,7 @@ class Slot:
     name: str
     busy_frame: int | None = None
     busy_since: float = 0.0
-    last_seen: float = field(default_factory=time.monotonic)
+    last_seen: float = 0.0
 
 
 class WorkerPool:
