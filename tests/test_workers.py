@@ -3,7 +3,6 @@ compositor restart that workers survive by themselves (Lazy Pirate)."""
 
 import json
 import signal
-import time
 
 from tests.conftest import (
     HIKE,
@@ -25,51 +24,43 @@ def by_worker(tmp_path):
     return read_json(tmp_path / "comp.json").get("masks_by_worker", {})
 
 
-def test_two_workers_both_contribute_and_raise_the_mask_rate(tmp_path, port_base):
-    """Mask R-CNN stand-in (a model slower than the camera), one OpenCV thread per worker.
+def test_two_workers_both_contribute(tmp_path, port_base):
+    """Mask R-CNN stand-in (a model slower than the camera), one OpenCV thread per worker, two
+    workers started by launch.py: both get frames and both masks are applied.
 
-    The source is a looped folder of stills at 10 fps, so that the camera-rate stages leave the
-    second core to the second worker: what is compared is the workers, not CPU contention.
+    How many more masks two workers give than one is a measurement, not a test:
+    ``python bench/bench_workers.py`` (both rates side by side in one run, with the machine).
     """
-    rates, work = {}, {}
-    for n in (1, 2):
-        stats = tmp_path / f"s{n}.json"
-        r = launch(
-            "--source",
-            HIKE / "frames",
-            "--loop",
-            "--fps",
-            10,
-            "--model",
-            "maskrcnn",
-            "--model-dir",
-            STANDIN,
-            "--proposals",
-            10,
-            "--threads",
-            1,
-            "--workers",
-            n,
-            "--headless",
-            "--max-frames",
-            300,
-            "--stats-json",
-            stats,
-            "--port-base",
-            port_base,
-            timeout=120,
-        )
-        assert r.returncode == 0, r.stdout + r.stderr
-        s = json.loads(stats.read_text())
-        rates[n] = s["inference_fps"]
-        work[n] = s["stages"]["compositor"]["masks_received_fps"]
-        assert len(s["masks_by_worker"]) == n and all(v > 0 for v in s["masks_by_worker"].values())
-        assert sum(s["masks_by_worker"].values()) <= s["masks_received"]
-    # Measured here: two workers return ~1.5x the masks of one (the pipeline takes a share of the
-    # two cores), and 1.05-1.4x as many are applied (a mask older than one already applied is
-    # dropped: newest wins).
-    assert work[2] > 1.25 * work[1], work
-    assert rates[2] > rates[1], rates
+    stats = tmp_path / "s.json"
+    r = launch(
+        "--source",
+        HIKE / "frames",
+        "--loop",
+        "--fps",
+        10,
+        "--model",
+        "maskrcnn",
+        "--model-dir",
+        STANDIN,
+        "--proposals",
+        10,
+        "--threads",
+        1,
+        "--workers",
+        2,
+        "--headless",
+        "--max-frames",
+        150,
+        "--stats-json",
+        stats,
+        "--port-base",
+        port_base,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = json.loads(stats.read_text())
+    assert len(s["masks_by_worker"]) == 2 and all(v > 0 for v in s["masks_by_worker"].values())
+    assert sum(s["masks_by_worker"].values()) <= s["masks_received"]
 
 
 def test_killed_worker_is_survived_and_a_restarted_one_rejoins(procs, tmp_path, port_base):
@@ -83,14 +74,25 @@ def test_killed_worker_is_survived_and_a_restarted_one_rejoins(procs, tmp_path, 
     )
     a.send_signal(signal.SIGKILL)
     a.wait()
-    time.sleep(4.5)  # > liveness (3 s) + a stats period
-    s0 = read_json(tmp_path / "comp.json")
-    time.sleep(2.0)
-    s1 = read_json(tmp_path / "comp.json")
-    assert s1["worker_timeouts"] >= 1
-    assert s1["frames_composited"] - s0["frames_composited"] >= 30  # display at camera rate
-    assert s1["masks_by_worker"]["B"] > s0["masks_by_worker"]["B"]  # the rest keeps working
+    # A's slot is dropped (> liveness, 3 s); from then on nothing more can come from A
+    s0 = wait_for(
+        lambda: (s := read_json(tmp_path / "comp.json"))["worker_timeouts"] >= 1 and s,
+        30,
+        "the killed worker's slot to be dropped",
+    )
+    s1 = wait_for(
+        lambda: (
+            (s := read_json(tmp_path / "comp.json"))["frames_composited"]
+            >= s0["frames_composited"] + 30  # the display goes on at camera rate
+            and s["masks_by_worker"]["B"] > s0["masks_by_worker"]["B"]  # the rest keeps working
+            and s
+        ),
+        30,
+        "frames and B's masks after A is gone",
+    )
     assert s1["masks_by_worker"].get("A") == s0["masks_by_worker"].get("A")  # A is gone
+    fps = (s1["frames_composited"] - s0["frames_composited"]) / (s1["uptime_s"] - s0["uptime_s"])
+    assert fps >= 15  # at camera rate (25 fps clip), as before A died
     worker(procs, port_base, "A")  # restarted: rejoins by itself
     wait_for(
         lambda: by_worker(tmp_path).get("A", 0) > s1["masks_by_worker"]["A"],
