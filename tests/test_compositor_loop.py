@@ -15,7 +15,7 @@ from common import protocol
 from common.runtime import Runtime
 from compositor.config import CompositorConfig
 from compositor.links import open_links
-from compositor.loop import run_realtime
+from compositor.loop import run_lockstep, run_realtime
 from compositor.run import build
 
 H, W = 72, 128
@@ -145,5 +145,66 @@ def test_loop_drops_and_counts_what_a_worker_must_not_send(tmp_path):
         rt.stop()
         thread.join(DEADLINE_S)
         log.removeHandler(handler)
+        links.close()
+        ctx.destroy(0)
+
+
+def test_lockstep_every_frame_waits_for_its_own_mask_from_its_worker(tmp_path):
+    ctx = zmq.Context()
+    log = logging.getLogger("test-compositor-lockstep")
+    rt = Runtime(name="compositor", log=log, ctx=ctx)
+    ep = {k: f"inproc://{k}-{id(rt)}" for k in ("frames", "infer", "out", "control")}
+    capture = ctx.socket(zmq.PUSH)
+    capture.bind(ep["frames"])
+    config = CompositorConfig(
+        frames=ep["frames"],
+        infer_bind=ep["infer"],
+        out_bind=ep["out"],
+        control_bind=ep["control"],
+        max_mask_age=0.001,  # never applies in lock-step
+        lockstep=True,
+    )
+    core = build(config, rt)
+    links = open_links(config, ctx)
+    result = []
+    thread = threading.Thread(target=lambda: result.append(run_lockstep(core, links, rt)))
+    thread.start()
+    try:
+        display = ctx.socket(zmq.PULL)
+        display.connect(ep["out"])
+        a, b = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+        for sock, name in ((a, "A"), (b, "B")):
+            sock.connect(ep["infer"])
+            sock.send_multipart(protocol.encode(protocol.Ready(worker=name)))
+        deadline = time.monotonic() + DEADLINE_S
+        for i in range(1, 4):
+            capture.send_multipart(frame_parts(i))
+        poller = zmq.Poller()
+        poller.register(a, zmq.POLLIN)
+        poller.register(b, zmq.POLLIN)
+        for i in range(1, 4):
+            while True:  # the worker the frame went to (heartbeats may come first)
+                assert time.monotonic() < deadline, f"frame {i} not handed out"
+                ready = dict(poller.poll(100))
+                sock = a if a in ready else b if b in ready else None
+                if sock is not None:
+                    msg = protocol.decode(sock.recv_multipart())
+                    if isinstance(msg, protocol.Frame):
+                        break
+            assert msg.frame_id == i
+            other = b if sock is a else a
+            other.send_multipart(mask_parts(i))  # from the wrong worker: must not release it
+            assert not display.poll(300)  # still waiting for its own mask
+            sock.send_multipart(mask_parts(i))
+            out = recv(display, protocol.Output, deadline)
+            assert (out.frame_id, out.hidden, out.fail_closed) == (i, "", False)
+        assert core.rejected == {"wrong_worker": 3}
+        capture.send_multipart(protocol.encode(protocol.End(stream=7, frame_id=3)))
+        assert recv(display, protocol.End, deadline).frame_id == 3
+        thread.join(DEADLINE_S)
+        assert result == [0]
+    finally:
+        rt.stop()
+        thread.join(DEADLINE_S)
         links.close()
         ctx.destroy(0)
