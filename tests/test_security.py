@@ -1,0 +1,108 @@
+"""Key folders checked at start: every key parsed, a bad file named in one line, private modes."""
+
+import stat
+import subprocess
+import sys
+
+import pytest
+import zmq
+
+from common import security
+from common.errors import FatalError
+from tests.conftest import REPO, env
+
+
+def keys(tmp_path, *workers):
+    folder = tmp_path / "keys"
+    for w in workers or ("w1",):
+        security.make_keys(folder, w)
+    return folder
+
+
+def serve(folder, endpoint="tcp://127.0.0.1:0"):
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.ROUTER)
+        auth = security.server(ctx, sock, endpoint, folder)
+        auth.stop()
+    finally:
+        ctx.destroy(0)
+
+
+def test_good_folder_is_accepted_and_names_the_workers(tmp_path):
+    folder = keys(tmp_path, "laptop", "desktop")
+    k = security.server_keys(folder)
+    assert k.workers == ("desktop", "laptop")
+    serve(folder)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\xff\xfe\x00garbage", b"public-key = 'tooshort'\n", b"# only a comment\n"],
+    ids=["empty", "binary", "short key", "no key"],
+)
+def test_one_bad_authorized_key_is_one_line_naming_it(tmp_path, content):
+    folder = keys(tmp_path, "laptop")
+    bad = folder / "authorized" / "broken.key"
+    bad.write_bytes(content)
+    with pytest.raises(FatalError) as e:
+        serve(folder)
+    msg = str(e.value)
+    assert str(bad) in msg and "\n" not in msg
+
+
+def test_a_bad_compositor_secret_key_names_the_file(tmp_path):
+    folder = keys(tmp_path)
+    (folder / "compositor.key_secret").write_text("public-key = 'x'\n")
+    with pytest.raises(FatalError, match="compositor.key_secret"):
+        security.server_keys(folder)
+
+
+def test_keys_pointing_at_a_file_or_nothing(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(FatalError, match="is a file"):
+        security.server_keys(f)
+    with pytest.raises(FatalError, match="no such folder"):
+        security.client_keys("tcp://192.0.2.1:1", tmp_path / "missing")
+    with pytest.raises(FatalError, match="is a file"):
+        security.make_keys(f, "w")
+
+
+def test_no_authorized_keys(tmp_path):
+    folder = keys(tmp_path)
+    (folder / "authorized" / "w1.key").unlink()
+    with pytest.raises(FatalError, match="no authorized worker keys"):
+        security.server_keys(folder)
+
+
+def test_folders_are_private_and_secrets_0600(tmp_path):
+    folder = keys(tmp_path, "w1")
+    for d in (folder, folder / "authorized", folder / "worker-w1"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    for f in (folder / "compositor.key_secret", folder / "worker-w1" / "worker.key_secret"):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+
+
+def test_client_keys_plain_on_loopback_required_off_it(tmp_path):
+    assert security.client_keys("tcp://127.0.0.1:5551", None) is None
+    with pytest.raises(FatalError, match="--keys"):
+        security.client_keys("tcp://192.0.2.1:5551", None)
+    bundle = keys(tmp_path) / "worker-w1"
+    k = security.client_keys("tcp://192.0.2.1:5551", bundle)
+    assert k is not None and len(k.secret) == 40 and k.folder == bundle
+
+
+def test_keys_command_on_an_unwritable_place_is_one_line(tmp_path):
+    target = tmp_path / "f" / "keys"
+    (tmp_path / "f").write_text("a file where a folder should be")
+    r = subprocess.run(
+        [sys.executable, "-m", "inference", "keys", str(target)],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
