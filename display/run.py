@@ -1,211 +1,293 @@
-"""Display: show the composited picture in a window ("Video Call"), record it, forward key presses.
+"""Display: show the composited picture in a window ("Video Call"), record it, send it to a call.
 
-``p`` toggles privacy (sent to the compositor, which owns the state), ``q`` or closing the window
-quits the whole pipeline (the launcher stops everything when the display exits). The display
-always shows the newest picture and drops older ones, so it never lags behind. When the compositor
-hides the whole picture because no trustworthy mask exists (fail-closed), a small indicator says so.
+``p`` toggles privacy (sent to the compositor, which owns the state), ``s`` toggles a stats overlay,
+``q`` or closing the window quits the whole pipeline (the launcher stops everything when the
+display exits). The display always shows the newest picture and drops older ones. If no picture
+comes for ``--stale-after`` (the compositor crashed and is being restarted), it shows the last one
+fully hidden with a badge until pictures come again. What the window adds (badge, overlay,
+mirroring) never reaches the virtual camera or the recording.
+
+Layout: ``picture`` (pure rules), ``window`` (highgui), ``recording``/``mp4`` and ``vcam`` (the
+call outputs); here the sockets, the clock and the thin loop.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import time
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import zmq
 
+from common import config as settings
 from common import protocol, sockets
 from common.errors import FatalError
 from common.runtime import Runtime
 from common.stats import Stats
+from display import picture
+from display.config import AUTO_DEVICE, DisplayConfig, OneLineParser
+from display.recording import Recording, open_recording
+from display.vcam import Opener, VirtualCamera, open_pyvirtualcam
+from display.window import TITLE, Window, has_display
 
-WINDOW = "Video Call"
-DEFAULT_IN = "tcp://127.0.0.1:5552"
-DEFAULT_CONTROL = "tcp://127.0.0.1:5553"
-
-
-@dataclass(frozen=True)
-class DisplayConfig:
-    connect: str = DEFAULT_IN
-    control: str = DEFAULT_CONTROL
-    headless: bool = False
-    output: Path | None = None
-    max_frames: int = 0
-    idle_timeout: float = 0.0
-    stats_json: Path | None = None
+WINDOW = TITLE
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> OneLineParser:
+    p = OneLineParser(
         prog="python -m display",
-        description="Show the privacy-mode picture: 'p' toggles privacy, 'q' quits.",
+        description="Show the privacy-mode picture: 'p' toggles privacy, 's' stats, 'q' quits.",
     )
-    p.add_argument("--connect", default=DEFAULT_IN, help="the compositor's output endpoint")
-    p.add_argument("--control", default=DEFAULT_CONTROL, help="the compositor's control endpoint")
-    p.add_argument("--headless", action="store_true", help="no window (recording/stats only)")
-    p.add_argument("--output", type=Path, default=None, help="record what is displayed (.mp4)")
-    p.add_argument("--max-frames", type=int, default=0, help="quit after N frames (0 = never)")
+    settings.add_arguments(p, DisplayConfig)
     p.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=0.0,
-        help="quit with an error if no picture arrives for this long (0 = wait)",
+        "--virtual-camera",
+        nargs="?",
+        const=AUTO_DEVICE,
+        default=None,
+        metavar="DEVICE",
+        help="send the call picture to a virtual camera: DEVICE (e.g. /dev/video10) or, "
+        "without one, the first free v4l2loopback / OBS device",
     )
-    p.add_argument("--stats-json", type=Path, default=None, help="write stats JSON here")
     return p
 
 
-def parse(argv: Sequence[str] | None = None) -> DisplayConfig:
-    a = build_parser().parse_args(argv)
-    if a.output is not None:
-        if a.output.suffix.lower() not in (".mp4", ".avi", ".mkv"):
-            raise FatalError(f"--output {a.output}: use a .mp4 (or .avi/.mkv) file name")
-        if not a.output.parent.resolve().is_dir():
-            raise FatalError(f"--output {a.output}: folder {a.output.parent} does not exist")
-    if a.max_frames < 0 or a.idle_timeout < 0:
-        raise FatalError("--max-frames and --idle-timeout must be >= 0")
-    return DisplayConfig(
-        a.connect, a.control, a.headless, a.output, a.max_frames, a.idle_timeout, a.stats_json
-    )
+def parse(argv: Sequence[str] | None = None, environ: dict | None = None) -> DisplayConfig:
+    config = settings.from_namespace(DisplayConfig, build_parser().parse_args(argv))
+    environ = os.environ if environ is None else environ
+    if not config.headless and config.virtual_camera is None and not has_display(environ):
+        raise FatalError("no display: use --headless or --virtual-camera")
+    return config
 
 
-def draw_fail_closed(image: np.ndarray) -> np.ndarray:
-    """Small corner badge: 'background hidden, waiting for mask' (drawn on a copy)."""
-    out = image.copy()
-    h, w = out.shape[:2]
-    scale = max(0.35, w / 1600)
-    r = max(4, w // 120)
-    cv2.circle(out, (r * 2, r * 2), r, (0, 0, 255), -1, cv2.LINE_AA)
-    cv2.putText(
-        out,
-        "background hidden: waiting for mask",
-        (r * 4, r * 2 + r // 2),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        scale,
-        (255, 255, 255),
-        1,
-        cv2.LINE_AA,
-    )
-    return out
+class Link:
+    """The two sockets to the compositor: pictures in (newest only), key presses out."""
 
+    def __init__(self, rt: Runtime, config: DisplayConfig) -> None:
+        try:
+            self.frames = sockets.make_socket(rt.ctx, zmq.PULL, connect=config.connect)
+            self.control = sockets.make_socket(rt.ctx, zmq.PUSH, connect=config.control, hwm=10)
+        except zmq.ZMQError as exc:
+            raise FatalError(f"cannot connect to the compositor: {exc.strerror}") from None
+        self.bad = sockets.BadMessages()
 
-class Recorder:
-    """Writes displayed frames to a video; frames of another size are scaled to the first one's."""
+    def receive(self, timeout_ms: int) -> sockets.Newest:
+        if not self.frames.poll(timeout_ms):
+            return sockets.Newest()
+        return sockets.recv_newest(self.frames, self.bad, protocol.Output, (protocol.End,))
 
-    def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
-        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix.lower() == ".mp4" else "MJPG"))
-        self.size = size
-        self.writer = cv2.VideoWriter(str(path), fourcc, fps, size)
-        if not self.writer.isOpened():
-            raise FatalError(
-                f"cannot write video {path} (codec unavailable or folder not writable)"
-            )
-
-    def write(self, image: np.ndarray) -> None:
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        self.writer.write(image)
+    def toggle_privacy(self) -> None:
+        sockets.try_send(self.control, protocol.encode(protocol.Control(privacy="toggle")))
 
     def close(self) -> None:
-        self.writer.release()
+        self.frames.close(0)
+        self.control.close(0)
 
 
-def run(config: DisplayConfig, rt: Runtime) -> int:
-    frames = sockets.make_socket(rt.ctx, zmq.PULL, connect=config.connect)
-    control = sockets.make_socket(rt.ctx, zmq.PUSH, connect=config.control, hwm=10)
-    stats = Stats("display", rt.log, config.stats_json)
-    privacy: bool | None = None
-    stats.live = lambda: {
-        "display_fps": round(stats.rate("frames_displayed"), 2),
-        "privacy": privacy,
-        "bad_messages": bad.count,
-    }
-    bad = sockets.BadMessages()
-    recorder: Recorder | None = None
-    window = not config.headless
-    if window:
-        cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
-    last_frame_at = time.monotonic()
-    code = 0
+class CallOutputs:
+    """Where the call picture goes besides the window: the recording and the virtual camera."""
+
+    def __init__(self, config: DisplayConfig, rt: Runtime, opener: Opener) -> None:
+        self.config = config
+        self.log = rt.log
+        self.recording: Recording | None = None
+        self.camera = (
+            VirtualCamera(config.virtual_camera, opener) if config.virtual_camera else None
+        )
+
+    def send(self, image: np.ndarray, fps: float, now: float) -> None:
+        if self.config.output is not None:
+            if self.recording is None:
+                size = (image.shape[1], image.shape[0])
+                self.recording = open_recording(self.config.output, fps, size, self.log)
+            self.recording.add(image, now)
+        if self.camera is not None:
+            first = self.camera.cam is None
+            self.camera.send(image, fps)
+            if first:
+                w, h = self.camera.size
+                self.log.info("virtual camera: %dx%d at %.2f fps", w, h, fps)
+
+    def tick(self, now: float) -> None:
+        if self.recording is not None:
+            self.recording.flush_if_due(now)
+
+    def close(self) -> None:
+        if self.recording is not None:
+            self.recording.close()
+        if self.camera is not None:
+            self.camera.close()
+
+
+@dataclass
+class Last:
+    """The last picture from the compositor and what was done with it."""
+
+    msg: protocol.Output | None = None
+    at: float | None = None  # when it arrived (monotonic)
+    hidden: np.ndarray | None = None  # its fully hidden version, once the compositor went silent
+    next_hidden_at: float = 0.0  # when the call gets the hidden picture again (at the camera rate)
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=31))
+
+    def fps(self) -> float:
+        """Display rate over the last 30 pictures."""
+        a = self.arrivals
+        return (len(a) - 1) / (a[-1] - a[0]) if len(a) > 1 and a[-1] > a[0] else 0.0
+
+
+class Display:
+    """The stage's state: the last picture, what the window shows, the counters."""
+
+    def __init__(self, config: DisplayConfig, rt: Runtime, opener: Opener) -> None:
+        self.config, self.rt, self.log = config, rt, rt.log
+        self.stats = Stats("display", rt.log, config.stats_json)
+        self.link = Link(rt, config)
+        self.outputs = CallOutputs(config, rt, opener)
+        self.window = Window() if self._wants_window() else None
+        self.last = Last()
+        self.privacy: bool | None = None
+        self.show_stats = False
+        self.started = time.monotonic()
+        self.stats.live = lambda: {
+            "display_fps": round(self.stats.rate("frames_displayed"), 2),
+            "privacy": self.privacy,
+            "bad_messages": self.link.bad.count,
+        }
+
+    def _wants_window(self) -> bool:
+        if self.config.headless:
+            return False
+        if not has_display(os.environ):  # --virtual-camera without a display: no window
+            self.log.info("no display: running without a window (virtual camera only)")
+            return False
+        return True
+
+    def step(self) -> str | None:
+        """One turn of the loop; returns why to stop ("quit", "ended", ...) or None."""
+        newest = self.link.receive(10 if self.window else 20)
+        now = time.monotonic()
+        if newest.older:
+            self.stats.count("frames_dropped", newest.older)  # newer ones came: shown instead
+        if newest.message is not None:
+            if self.on_picture(newest.message, now):
+                return "done"
+        elif picture.is_stale(self.last.at, now, self.config.stale_after):
+            self.on_silence(now)
+        self.outputs.tick(now)
+        stop = self.on_keys() if self.window else None
+        if stop is None and any(isinstance(m, protocol.End) for m in newest.others):
+            stop = "ended"
+        if stop is None and self.idle(now):
+            stop = "idle"
+        self.stats.tick(self.status())
+        return stop
+
+    def on_picture(self, msg: protocol.Output, now: float) -> bool:
+        """A new picture: to the call outputs, then the window. True once --max-frames is hit."""
+        self.last.msg, self.last.at, self.last.hidden = msg, now, None
+        self.last.arrivals.append(now)
+        self.outputs.send(msg.image, msg.fps, now)
+        self.show(msg.image, picture.badge_text(msg), msg)
+        if msg.privacy != self.privacy:
+            self.privacy = msg.privacy
+            self.log.info("privacy %s", "on" if msg.privacy else "off")
+            if self.window:
+                self.window.retitle(f"{WINDOW} - privacy {'on' if msg.privacy else 'off'}")
+        self.stats.count("frames_displayed")
+        self.stats.sample("e2e_latency_ms", max(0.0, (time.time() - msg.ts) * 1000))
+        if (
+            self.config.max_frames
+            and self.stats.counts["frames_displayed"] >= self.config.max_frames
+        ):
+            self.log.info("displayed %d frames, done", self.config.max_frames)
+            return True
+        return False
+
+    def on_silence(self, now: float) -> None:
+        """The compositor went silent: the last picture, fully hidden, at the camera rate."""
+        last = self.last
+        if last.msg is None or now < last.next_hidden_at:
+            return
+        if last.hidden is None:
+            self.log.warning("no picture for %.1f s: showing the last one hidden", now - last.at)
+            last.hidden = picture.hide(last.msg.image)
+            self.show(last.hidden, picture.NO_PICTURES, last.msg)
+        self.outputs.send(last.hidden, last.msg.fps, now)
+        self.stats.count("frames_hidden_no_input")
+        last.next_hidden_at = now + 1.0 / last.msg.fps
+
+    def show(self, image: np.ndarray, badge: str | None, msg: protocol.Output) -> None:
+        if self.window is None:
+            return
+        readings = None
+        if self.show_stats:
+            lat = self.stats.series.get("e2e_latency_ms")
+            readings = picture.Readings(self.last.fps(), lat[-1] if lat else None, msg.mask_age_ms)
+        look = picture.Look(badge=badge, stats=readings, mirror=self.config.mirror)
+        self.window.show(picture.window_picture(image, look))
+
+    def on_keys(self) -> str | None:
+        assert self.window is not None
+        action = self.window.poll()
+        if action == "quit":
+            self.log.info("quit requested")
+            return "quit"
+        if action == "privacy":
+            self.link.toggle_privacy()
+            self.log.info("privacy toggle requested")
+        elif action == "stats":
+            self.show_stats = not self.show_stats
+            self.log.info("stats overlay %s", "on" if self.show_stats else "off")
+        if self.window.closed():
+            self.log.info("window closed")
+            return "closed"
+        return None
+
+    def idle(self, now: float) -> bool:
+        limit = self.config.idle_timeout
+        since = self.last.at if self.last.at is not None else self.started
+        if limit and now - since > limit:
+            self.log.error("no picture for %.0f s; is the compositor running?", limit)
+            return True
+        return False
+
+    def status(self) -> str:
+        lat = self.stats.series.get("e2e_latency_ms")
+        c = self.stats.counts
+        return (
+            f"{self.stats.recent_rate('frames_displayed'):.1f} fps, latency "
+            f"{lat[-1] if lat else float('nan'):.0f} ms, {c['frames_displayed']} shown, "
+            f"{c['frames_dropped']} dropped, {c['frames_hidden_no_input']} hidden (no input)"
+        )
+
+    def close(self) -> None:
+        try:
+            self.outputs.close()
+        finally:
+            if self.window is not None:
+                self.window.close()
+            self.stats.tick(force=True)
+            self.link.close()
+
+
+EXIT_CODES = {"idle": 3}
+
+
+def run(config: DisplayConfig, rt: Runtime, opener: Opener = open_pyvirtualcam) -> int:
+    """Show pictures until q, the window closes, the stream ends, --max-frames or a signal.
+
+    ``opener`` opens the virtual camera device (the edge a test replaces: no device here).
+    """
+    display = Display(config, rt, opener)
     try:
         while not rt.stopping():
-            msg, ended = None, False
-            if frames.poll(10 if window else 100):
-                for parts in sockets.drain(frames):
-                    m = sockets.decode_or_count(parts, bad, time.time())
-                    if m is None:
-                        continue
-                    if m.kind == protocol.END:
-                        ended = True
-                    elif m.kind == protocol.OUTPUT and m.image is not None:
-                        if msg is not None:
-                            stats.count("frames_dropped")  # a newer one is here: show that
-                        msg = m
-            if msg is not None:
-                last_frame_at = time.monotonic()
-                h = msg.header
-                image = msg.image
-                if h.get("fail_closed"):
-                    image = draw_fail_closed(image)
-                if config.output is not None:
-                    if recorder is None:
-                        recorder = Recorder(
-                            config.output,
-                            float(h.get("fps") or 30.0),
-                            (image.shape[1], image.shape[0]),
-                        )
-                    recorder.write(image)
-                if window:
-                    cv2.imshow(WINDOW, image)
-                if h.get("privacy") != privacy:
-                    privacy = h.get("privacy")
-                    rt.log.info("privacy %s", "on" if privacy else "off")
-                    if window:
-                        cv2.setWindowTitle(
-                            WINDOW, f"{WINDOW} - privacy {'on' if privacy else 'off'}"
-                        )
-                stats.count("frames_displayed")
-                stats.sample("e2e_latency_ms", (time.time() - h["ts"]) * 1000)
-                if config.max_frames and stats.counts["frames_displayed"] >= config.max_frames:
-                    rt.log.info("displayed %d frames, done", config.max_frames)
-                    break
-            if window:
-                key = cv2.waitKey(1) & 0xFF
-                if key in (ord("q"), ord("Q"), 27):
-                    rt.log.info("quit requested")
-                    break
-                if key in (ord("p"), ord("P")):
-                    sockets.try_send(control, protocol.encode(protocol.CONTROL, privacy="toggle"))
-                    rt.log.info("privacy toggle requested")
-                shown = stats.counts["frames_displayed"] > 0
-                if shown and cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
-                    rt.log.info("window closed")
-                    break
-            if ended:
-                rt.log.info("stream ended")
-                break
-            if config.idle_timeout and time.monotonic() - last_frame_at > config.idle_timeout:
-                rt.log.error(
-                    "no picture for %.0f s; is the compositor running?", config.idle_timeout
-                )
-                code = 3
-                break
-            lat = stats.series.get("e2e_latency_ms")
-            stats.tick(
-                f"{stats.recent_rate('frames_displayed'):.1f} fps, latency "
-                f"{lat[-1] if lat else float('nan'):.0f} ms, {stats.counts['frames_displayed']}"
-                f" shown, {stats.counts['frames_dropped']} dropped"
-            )
+            stop = display.step()
+            if stop is not None:
+                if stop == "ended":
+                    rt.log.info("stream ended")
+                return EXIT_CODES.get(stop, 0)
+        return 0
     finally:
-        if recorder is not None:
-            recorder.close()
-        if window:
-            cv2.destroyAllWindows()
-        stats.tick(force=True)
-        frames.close(0)
-        control.close(0)
-    return code
+        display.close()
