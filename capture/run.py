@@ -8,11 +8,11 @@ stage handles a predictable size.
 
 from __future__ import annotations
 
-import argparse
+import logging
 import os
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,52 +20,27 @@ import cv2
 import numpy as np
 import zmq
 
+from capture.config import CaptureConfig, OneLineParser
+from common import config as settings
 from common import protocol, sockets
 from common.errors import FatalError
 from common.runtime import Runtime
 from common.stats import Stats
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-DEFAULT_FRAMES = "tcp://127.0.0.1:5550"
 
 
-@dataclass(frozen=True)
-class CaptureConfig:
-    source: str = "0"
-    width: int = 640
-    fps: float = 30.0
-    loop: bool = False
-    lockstep: bool = False
-    bind: str = DEFAULT_FRAMES
-    max_frames: int = 0
-    stats_json: Path | None = None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> OneLineParser:
+    p = OneLineParser(
         prog="python -m capture",
         description="Read a camera, video, image or image folder; send frames to the compositor.",
     )
-    p.add_argument("--source", default="0", help="camera index, video file, image file or folder")
-    p.add_argument("--width", type=int, default=640, help="working width, aspect kept (0 = as is)")
-    p.add_argument("--fps", type=float, default=30.0, help="rate for still images and folders")
-    p.add_argument("--loop", action="store_true", help="repeat file sources forever")
-    p.add_argument("--lockstep", action="store_true", help="no pacing, no drops (offline)")
-    p.add_argument("--bind", default=DEFAULT_FRAMES, help="endpoint the compositor connects to")
-    p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = no limit)")
-    p.add_argument("--stats-json", type=Path, default=None, help="write stats JSON here")
+    settings.add_arguments(p, CaptureConfig)
     return p
 
 
 def parse(argv: Sequence[str] | None = None) -> CaptureConfig:
-    a = build_parser().parse_args(argv)
-    if a.width < 0 or (0 < a.width < 16):
-        raise FatalError(f"--width {a.width} is too small (use 0 for the source's size, or >= 16)")
-    if not 0 < a.fps <= 240:
-        raise FatalError(f"--fps {a.fps} must be in (0, 240]")
-    return CaptureConfig(
-        a.source, a.width, a.fps, a.loop, a.lockstep, a.bind, a.max_frames, a.stats_json
-    )
+    return settings.from_namespace(CaptureConfig, build_parser().parse_args(argv))
 
 
 @dataclass(frozen=True)
@@ -90,7 +65,7 @@ def open_source(config: CaptureConfig, log) -> Source:
     """Open what --source names, or raise FatalError saying what is wrong and what to pass."""
     src = config.source
     if src.isdigit():
-        return _open_camera(int(src))
+        return open_camera(int(src), config, log)
     path = Path(src).expanduser()
     if not path.exists():
         raise FatalError(
@@ -117,17 +92,39 @@ def open_source(config: CaptureConfig, log) -> Source:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise FatalError(f"{src!r} is not a readable image (corrupt or not an image file)")
-        return Source(_still_frames(image, config.loop), config.fps, True, False, f"image {path}")
+        return Source(still_frames(image), config.fps, True, False, f"image {path}")
     return _open_video(path, config.loop)
 
 
-def _open_capture(target: int | str, error: str) -> tuple[cv2.VideoCapture, np.ndarray, float]:
-    """Open a camera or video and read its first frame (the only reliable test that it works).
+Opener = Callable[[int | str], cv2.VideoCapture]  # the edge a test replaces (no camera here)
+
+
+def camera_requests(size: tuple[int, int] | None, fps: float | None) -> list[tuple[int, float]]:
+    """The properties to ask a camera for (it may give something else; we log what it gave)."""
+    out: list[tuple[int, float]] = []
+    if size is not None:
+        out += [(cv2.CAP_PROP_FRAME_WIDTH, size[0]), (cv2.CAP_PROP_FRAME_HEIGHT, size[1])]
+    if fps is not None:
+        out.append((cv2.CAP_PROP_FPS, fps))
+    return out
+
+
+def _open_capture(
+    target: int | str,
+    error: str,
+    requests: list[tuple[int, float]] = (),  # type: ignore[assignment]
+    opener: Opener = cv2.VideoCapture,
+) -> tuple[cv2.VideoCapture, np.ndarray, float]:
+    """Open a camera or video, ask for ``requests``, read its first frame (the only reliable
+    test that it works).
 
     Returns the capture, that frame and the frame rate (30 when the source reports none or
     nonsense); raises ``FatalError(error)`` if nothing can be read.
     """
-    cap = cv2.VideoCapture(target)
+    cap = opener(target)
+    if cap.isOpened():
+        for prop, value in requests:
+            cap.set(prop, value)
     ok, first = cap.read() if cap.isOpened() else (False, None)
     if not ok or first is None:
         cap.release()
@@ -136,11 +133,25 @@ def _open_capture(target: int | str, error: str) -> tuple[cv2.VideoCapture, np.n
     return cap, first, fps if 1 <= fps <= 240 else 30.0
 
 
-def _open_camera(index: int) -> Source:
+def open_camera(
+    index: int, config: CaptureConfig, log: logging.Logger, opener: Opener = cv2.VideoCapture
+) -> Source:
     cap, first, fps = _open_capture(
         index,
         f"no camera at index {index} (none connected, or in use by another program); "
         "pass another index, or --source VIDEO_FILE / IMAGE / FOLDER",
+        camera_requests(config.camera_size, config.camera_fps),
+        opener,
+    )
+    asked = [f"{config.camera_size[0]}x{config.camera_size[1]}"] if config.camera_size else []
+    asked += [f"{config.camera_fps:g} fps"] if config.camera_fps else []
+    log.info(
+        "camera %d gives %dx%d at %.2f fps%s",
+        index,
+        first.shape[1],
+        first.shape[0],
+        fps,
+        f" (asked for {', '.join(asked)})" if asked else "",
     )
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
@@ -191,9 +202,9 @@ def _open_video(path: Path, loop: bool) -> Source:
     return Source(frames(), fps, False, False, f"video {path} ({fps:.2f} fps)")
 
 
-def _still_frames(image: np.ndarray, loop: bool) -> Iterator[tuple[int, np.ndarray]]:
-    yield 0, image
-    while loop:
+def still_frames(image: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """A single picture is a camera that keeps showing it: until q or --max-frames, loop or not."""
+    while True:
         yield 0, image
 
 
@@ -212,13 +223,76 @@ def _folder_frames(files: list[Path], loop: bool, log) -> Iterator[tuple[int, np
 
 
 def resize_to_width(image: np.ndarray, width: int) -> np.ndarray:
-    """Scale to ``width`` keeping aspect (INTER_AREA when shrinking: no aliasing)."""
+    """Shrink to ``width`` keeping aspect (INTER_AREA: no aliasing); never enlarge.
+
+    A source narrower than ``width`` stays as it is: enlarging adds no detail, only cost.
+    """
     h, w = image.shape[:2]
-    if width == 0 or w == width:
+    if width == 0 or w <= width:
         return image
     height = max(1, round(h * width / w))
-    interp = cv2.INTER_AREA if width < w else cv2.INTER_LINEAR
-    return cv2.resize(image, (width, height), interpolation=interp)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+class Pacer:
+    """Paces file sources like a camera; a stop signal wakes the wait at once."""
+
+    def __init__(self, fps: float, rt: Runtime) -> None:
+        self.period = 1.0 / fps
+        self.rt = rt
+        self.next_due = time.monotonic()
+
+    def wait(self) -> bool:
+        """Wait for the next frame's turn; False if asked to stop meanwhile."""
+        delay = self.next_due - time.monotonic()
+        if delay > 0 and self.rt.stop_event.wait(delay):
+            return False
+        self.next_due = max(self.next_due + self.period, time.monotonic() - self.period)
+        return True
+
+
+class Sender:
+    """Numbers, stamps and sends frames of one stream; never queues (drops) unless lock-step."""
+
+    def __init__(self, config: CaptureConfig, rt: Runtime, stats: Stats) -> None:
+        self.sock = sockets.make_socket(rt.ctx, zmq.PUSH, bind=config.bind)
+        self.lockstep = config.lockstep
+        self.rt = rt
+        self.stats = stats
+        self.stream = random.getrandbits(31)
+        self.frame_id = 0
+
+    def send(self, image: np.ndarray, index: int, source: Source) -> bool:
+        """False if asked to stop while waiting for the compositor (lock-step)."""
+        frame = protocol.Frame(
+            frame_id=self.frame_id,
+            ts=time.time(),
+            stream=self.stream,
+            index=index,
+            still=source.still,
+            fps=source.fps,
+            image=image,
+        )
+        parts = protocol.encode(frame)
+        if self.lockstep:
+            if not sockets.send_blocking(self.sock, parts, self.rt.stopping):
+                return False
+        elif not sockets.try_send(self.sock, parts):
+            self.stats.count("frames_dropped")  # compositor behind or not there yet: never queue
+        self.stats.count("frames_captured")
+        self.frame_id += 1
+        return True
+
+    def end(self) -> None:
+        """Tell downstream the stream is over (wait up to 2 s for the compositor to take it)."""
+        deadline = time.monotonic() + 2.0
+        end = protocol.encode(protocol.End(stream=self.stream, frame_id=self.frame_id - 1))
+        sockets.send_blocking(
+            self.sock, end, lambda: self.rt.stopping() or time.monotonic() > deadline
+        )
+
+    def close(self) -> None:
+        self.sock.close(0)
 
 
 def run(config: CaptureConfig, rt: Runtime) -> int:
@@ -226,56 +300,28 @@ def run(config: CaptureConfig, rt: Runtime) -> int:
     source = open_source(config, rt.log)
     stats = Stats("capture", rt.log, config.stats_json)
     stats.live = lambda: {"capture_fps": round(stats.rate("frames_captured"), 2)}
-    sock = sockets.make_socket(rt.ctx, zmq.PUSH, bind=config.bind)
-    stream = random.getrandbits(31)
+    sender = Sender(config, rt, stats)
+    pacer = Pacer(source.fps, rt) if not (config.lockstep or source.live) else None
     rt.log.info(
-        "capturing %s -> %s%s",
-        source.description,
-        config.bind,
-        " (lockstep)" if config.lockstep else "",
+        "capturing %s -> %s%s", source.description, config.bind, " (lockstep)" * config.lockstep
     )
-    period = 1.0 / source.fps
-    next_due = time.monotonic()
-    frame_id = 0
-    for index, image in source.frames:
-        if rt.stopping():
-            break
-        if not (config.lockstep or source.live):
-            # Pace file sources like a camera; the wait wakes up at once on a stop signal.
-            delay = next_due - time.monotonic()
-            if delay > 0 and rt.stop_event.wait(delay):
+    try:
+        for index, image in source.frames:
+            if rt.stopping() or (pacer is not None and not pacer.wait()):
                 break
-            next_due = max(next_due + period, time.monotonic() - period)
-        image = resize_to_width(image, config.width)
-        parts = protocol.encode(
-            protocol.FRAME,
-            image,
-            frame_id=frame_id,
-            ts=time.time(),
-            index=index,
-            stream=stream,
-            still=source.still,
-            fps=source.fps,
-        )
-        if config.lockstep:
-            if not sockets.send_blocking(sock, parts, rt.stopping):
+            if not sender.send(resize_to_width(image, config.width), index, source):
                 break
-        elif not sockets.try_send(sock, parts):
-            stats.count("frames_dropped")  # compositor behind or not there yet: never queue
-        stats.count("frames_captured")
-        frame_id += 1
-        stats.tick(
-            f"{stats.recent_rate('frames_captured'):.1f} fps, "
-            f"{stats.counts['frames_captured']} sent, {stats.counts['frames_dropped']} dropped"
-        )
-        if config.max_frames and frame_id >= config.max_frames:
-            break
-    if not rt.stopping():
-        # Tell downstream the stream is over (wait up to 2 s for the compositor to take it).
-        deadline = time.monotonic() + 2.0
-        end = protocol.encode(protocol.END, stream=stream, frame_id=frame_id - 1)
-        sockets.send_blocking(sock, end, lambda: rt.stopping() or time.monotonic() > deadline)
-        rt.log.info("source finished after %d frames", frame_id)
-    stats.tick(force=True)
-    sock.close(0)
+            c = stats.counts
+            stats.tick(
+                f"{stats.recent_rate('frames_captured'):.1f} fps, "
+                f"{c['frames_captured']} sent, {c['frames_dropped']} dropped"
+            )
+            if config.max_frames and sender.frame_id >= config.max_frames:
+                break
+        if not rt.stopping():
+            sender.end()
+            rt.log.info("source finished after %d frames", sender.frame_id)
+    finally:
+        stats.tick(force=True)
+        sender.close()
     return 0
