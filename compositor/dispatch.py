@@ -3,12 +3,16 @@
 Pure bookkeeping, no sockets and no clock of its own: every call gets ``now`` (monotonic seconds).
 
 * The worker pool (``WorkerPool``) says who is idle, busy or gone.
-* The in-flight table keeps, per worker identity (the ROUTER identity, which a peer cannot choose
-  for another connection), the frame it was handed and when. A mask is genuine only if it comes
+* The in-flight table records every hand-out: which worker (the ROUTER identity, which a peer
+  cannot choose for another connection) got which frame, when. A mask is genuine only if it comes
   from that identity, for that ``frame_id`` and stream; the frame's capture time and picture are
-  then taken from this record, never from the worker. The table is bounded (``max_in_flight``):
-  at most that many frames are out at once, and records of workers that timed out (kept so their
-  late but genuine mask is still usable) are forgotten first.
+  then taken from this record, never from the worker. A worker may briefly hold two frames (its
+  READY answering a heartbeat crosses a hand-out, so it gets the next frame too; a resting worker
+  declines frames): each is recorded, and a worker answers in order, so its mask for a frame
+  settles the records of the frames it was handed before that one as well. The table is bounded:
+  at most ``PER_WORKER`` records per worker and ``max_in_flight`` in all (at most that many
+  workers busy at once); surplus records (not a worker's newest) go first, then records of
+  workers that timed out (kept so their late but genuine mask is still usable), then the oldest.
 * Pacing: with several workers, hand-outs are spaced by the round trip (see ``paced``).
 * Heartbeats: idle workers are due one every ``HEARTBEAT_S``.
 """
@@ -22,6 +26,7 @@ from common import protocol
 from compositor.workers import Slot, WorkerPool
 
 HEARTBEAT_S = 1.0
+PER_WORKER = 3  # records per worker (see the module docstring: normally one, briefly two)
 # Spacing of hand-outs as a share of the even share of the round trip (see ``paced``).
 PACE_SHARE = 0.7
 # Weight of the newest round trip in its moving average.
@@ -48,7 +53,8 @@ class Dispatcher:
     def __init__(self, pool: WorkerPool, max_in_flight: int = 8) -> None:
         self.pool = pool
         self.max_in_flight = max_in_flight
-        self.in_flight: OrderedDict[bytes, InFlight] = OrderedDict()  # oldest hand-out first
+        # (identity, frame_id) -> record, oldest hand-out first
+        self.in_flight: OrderedDict[tuple[bytes, int], InFlight] = OrderedDict()
         self.round_trip_s = 0.0  # moving average of hand-out -> genuine mask
         self.last_dispatch = float("-inf")
         self.last_heartbeat = float("-inf")
@@ -64,7 +70,8 @@ class Dispatcher:
 
     def lost(self, identity: bytes) -> Slot | None:
         """A send to the worker failed: it is gone, and so is what it held."""
-        self.in_flight.pop(identity, None)
+        for key in [k for k in self.in_flight if k[0] == identity]:
+            del self.in_flight[key]
         return self.pool.lost(identity)
 
     def heartbeats_due(self, now: float) -> list[bytes]:
@@ -90,8 +97,8 @@ class Dispatcher:
         return n > 1 and now - self.last_dispatch < PACE_SHARE * self.round_trip_s / n
 
     def busy(self) -> int:
-        """Frames out with a worker that still holds them (not counting late records)."""
-        return sum(1 for identity, rec in self.in_flight.items() if self._holds(identity, rec))
+        """Workers working on a frame now."""
+        return sum(1 for slot in self.pool.slots.values() if slot.busy_frame is not None)
 
     def next_worker(self, now: float, *, pace: bool = True) -> bytes | None:
         """The idle worker to hand the next frame to now, or None (none idle, paced, or full).
@@ -103,16 +110,25 @@ class Dispatcher:
         return self.pool.take_idle()
 
     def handed(self, identity: bytes, frame: protocol.Frame, now: float) -> None:
-        """``frame`` was sent to ``identity``: record it (this worker's previous record goes)."""
+        """``frame`` was sent to ``identity``: record it (bounded, see the module docstring)."""
         self.pool.assign(identity, frame.frame_id, now)
-        self.in_flight.pop(identity, None)
-        self.in_flight[identity] = InFlight(identity, frame, now)
+        key = (identity, frame.frame_id)
+        self.in_flight.pop(key, None)  # lock-step: the same frame again goes to the end
+        self.in_flight[key] = InFlight(identity, frame, now)
         self.last_dispatch = now
-        late = [i for i, rec in self.in_flight.items() if not self._holds(i, rec)]
-        while len(self.in_flight) > self.max_in_flight and late:
-            del self.in_flight[late.pop(0)]  # oldest late record first
-        while len(self.in_flight) > self.max_in_flight:  # only if the caller ignored next_worker
-            self.in_flight.popitem(last=False)
+        mine = [k for k in self.in_flight if k[0] == identity]
+        for k in mine[:-PER_WORKER]:
+            del self.in_flight[k]
+        while len(self.in_flight) > self.max_in_flight:
+            del self.in_flight[self._evictable()]
+
+    def _evictable(self) -> tuple[bytes, int]:
+        """The record to forget first: a surplus one, else a late one, else the oldest."""
+        newest = {k[0]: k for k in self.in_flight}  # each worker's newest record
+        keys = list(self.in_flight)
+        surplus = [k for k in keys if newest[k[0]] != k]
+        late = [k for k in keys if not self._holds(k)]
+        return (surplus or late or keys)[0]
 
     def holds(self, frame_id: int) -> bool:
         """True while a live worker works on ``frame_id`` (lock-step re-hands it out otherwise)."""
@@ -125,19 +141,22 @@ class Dispatcher:
         Genuine: (the record of the frame it was handed, ""); otherwise (None, the reason).
         Changes nothing: a forged mask cannot disturb the record the real worker will answer.
         """
-        rec = self.in_flight.get(identity)
-        if rec is not None and rec.frame.frame_id == frame_id:
-            if rec.frame.stream != stream:
-                return None, WRONG_STREAM
-            return rec, ""
-        if any(r.frame.frame_id == frame_id for r in self.in_flight.values()):
+        rec = self.in_flight.get((identity, frame_id))
+        if rec is not None:
+            return (rec, "") if rec.frame.stream == stream else (None, WRONG_STREAM)
+        if any(k[1] == frame_id for k in self.in_flight):
             return None, WRONG_WORKER
         return None, NOT_HANDED_OUT
 
     def settle(self, rec: InFlight, now: float) -> None:
-        """A genuine mask for ``rec`` was taken: the record is done, the round trip measured."""
-        if self.in_flight.get(rec.identity) is rec:
-            del self.in_flight[rec.identity]
+        """A genuine mask for ``rec`` was taken: the round trip is measured, and the record goes
+        with the worker's older ones (it answers in order: those will never be answered)."""
+        for key in list(self.in_flight):
+            if key[0] == rec.identity:
+                done = key[1] == rec.frame.frame_id
+                del self.in_flight[key]
+                if done:
+                    break
         rtt = max(0.0, now - rec.sent_at)
         w = ROUND_TRIP_WEIGHT
         self.round_trip_s = rtt if not self.round_trip_s else (1 - w) * self.round_trip_s + w * rtt
@@ -151,6 +170,6 @@ class Dispatcher:
             self.settle(rec, now)
         return rec, reason
 
-    def _holds(self, identity: bytes, rec: InFlight) -> bool:
-        slot = self.pool.slots.get(identity)
-        return slot is not None and slot.busy_frame == rec.frame.frame_id
+    def _holds(self, key: tuple[bytes, int]) -> bool:
+        slot = self.pool.slots.get(key[0])
+        return slot is not None and slot.busy_frame == key[1]

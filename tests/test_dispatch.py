@@ -66,6 +66,30 @@ def test_forged_and_misdirected_masks_are_refused_and_change_nothing():
     assert d.claim(b"a", 5, 7, now=1.2)[1] == ""  # the real mask is still accepted
 
 
+def test_a_worker_handed_two_frames_may_answer_both_in_order():
+    """Its READY answering a heartbeat crossed a hand-out: it got frame 1, then frame 2 too."""
+    d = dispatcher(b"a")
+    hand(d, frame(1), now=0.0)
+    d.ready(b"a", "A", now=0.01)  # the answer to a heartbeat sent just before frame 1
+    hand(d, frame(2), now=0.02)
+    assert d.claim(b"a", 1, 7, now=0.5)[1] == ""  # both are genuine ...
+    d.ready(b"a", "A", now=0.5)
+    hand(d, frame(3), now=0.5)
+    assert d.claim(b"a", 2, 7, now=1.0)[1] == ""  # ... in the order they were handed
+    assert d.claim(b"a", 3, 7, now=1.5)[1] == ""
+
+
+def test_a_mask_settles_the_frames_its_worker_was_handed_before():
+    """A resting worker declines a frame; its next mask is for a later one."""
+    d = dispatcher(b"a")
+    hand(d, frame(1), now=0.0)
+    d.ready(b"a", "A", now=0.1)
+    hand(d, frame(2), now=0.1)
+    assert d.claim(b"a", 2, 7, now=0.5)[1] == ""
+    assert not d.in_flight  # frame 1 will never be answered: forgotten
+    assert d.claim(b"a", 1, 7, now=0.6) == (None, NOT_HANDED_OUT)
+
+
 def test_late_mask_of_a_timed_out_worker_is_still_genuine():
     d = dispatcher(b"a", timeout=2.0)
     hand(d, frame(1), now=0.0)
@@ -90,6 +114,14 @@ def test_in_flight_table_is_bounded():
         assert hand(d, frame(i), now=2.0) is not None
         assert len(d.in_flight) <= 3  # late records make room, oldest first
     assert sorted(r.frame.frame_id for r in d.in_flight.values()) == [4, 5, 6]
+
+
+def test_records_per_worker_are_bounded():
+    d = dispatcher(b"a")
+    for i in range(10):  # a worker that never answers but keeps saying READY
+        d.ready(b"a", "A", now=i)
+        hand(d, frame(i), now=i)
+    assert sorted(k[1] for k in d.in_flight) == [7, 8, 9]
 
 
 def test_lost_worker_forgets_its_frame():
