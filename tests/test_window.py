@@ -1,11 +1,16 @@
-"""The real window under Xvfb: 'p' toggles privacy, 'q' quits, and every process is gone after."""
+"""The real window under Xvfb, driven by xdotool; the test plays the compositor with real zmq
+sockets (common.protocol). 'p' sends a privacy toggle, 's' toggles the stats overlay, 'q' quits;
+the fail-closed badge is in the window only, never in the recording; Qt prints no font warnings.
+"""
 
-import json
 import os
 import subprocess
-import sys
 
-from tests.conftest import ANCHOR, REPO, SELFIE, env, wait_for
+import numpy as np
+
+from common import protocol
+from tests.conftest import wait_for
+from tests.test_display_process import FakeCompositor, read_all, start_display
 
 
 def _xdotool(display: str, *args: str) -> str:
@@ -18,68 +23,70 @@ def _xdotool(display: str, *args: str) -> str:
     ).stdout
 
 
-def _pids_on(port_base: int) -> list[str]:
-    r = subprocess.run(["pgrep", "-f", f"127.0.0.1:{port_base}"], capture_output=True, text=True)
-    return r.stdout.split()
+def _picture() -> np.ndarray:
+    image = np.full((360, 640, 3), 120, np.uint8)
+    image[:, :320] = (200, 60, 20)
+    return image
 
 
-def test_window_keys_toggle_privacy_and_quit(xdisplay, tmp_path, port_base):
-    log = tmp_path / "launch.log"
-    stats = tmp_path / "s.json"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "launch.py",
-                "--source",
-                str(ANCHOR),
-                "--loop",
-                "--model",
-                "selfie",
-                "--model-dir",
-                str(SELFIE),
-                "--port-base",
-                str(port_base),
-                "--stats-json",
-                str(stats),
-            ],
-            cwd=REPO,
-            env=dict(env(), DISPLAY=xdisplay),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+def test_window_keys_badge_and_quit(xdisplay, tmp_path, port_base):
+    comp = FakeCompositor(port_base)
+    rec = tmp_path / "rec.mp4"
+    proc = start_display(
+        tmp_path, port_base, "--output", rec, "--mirror", extra_env={"DISPLAY": xdisplay}
+    )
+    log = tmp_path / "display.log"
     try:
+        comp.wait_for_display()
+
+        def send(**fields) -> bool:
+            comp.send(_picture(), **fields)
+            return True
+
         window = wait_for(
-            lambda: _xdotool(xdisplay, "search", "--name", "Video Call").split(),
+            lambda: (
+                send(privacy=True, fail_closed=True, hidden="stale")
+                and _xdotool(xdisplay, "search", "--name", "Video Call").split()
+            ),
             30,
             "the 'Video Call' window",
         )[0]
-        wait_for(
-            lambda: "display | " in log.read_text() and "privacy on" in log.read_text(),
-            30,
-            "first frames shown with privacy on",
-        )
-        assert "privacy off" not in log.read_text()
-        # no window manager under Xvfb: focus the window directly, then type
-        _xdotool(xdisplay, "windowfocus", "--sync", window)
+        wait_for(lambda: "privacy on" in log.read_text(), 30, "first pictures shown")
+        _xdotool(xdisplay, "windowfocus", "--sync", window)  # no window manager: focus directly
         _xdotool(xdisplay, "key", "p")
+        got: list = []
         wait_for(
-            lambda: "privacy off" in log.read_text().split("privacy toggle requested")[-1],
+            lambda: send(privacy=True) and got.extend(comp.controls(0.1)) or got,
             15,
-            "compositor and display to report privacy off",
+            "the privacy toggle to reach the compositor",
         )
-        # the display retitles its window when the first frame composited without privacy arrives
+        assert got == [protocol.Control(privacy="toggle")]
+        # the compositor switches privacy off: the display retitles its window
         wait_for(
-            lambda: "privacy off" in _xdotool(xdisplay, "getwindowname", window),
+            lambda: (
+                send(privacy=False) and "privacy off" in _xdotool(xdisplay, "getwindowname", window)
+            ),
             15,
             "the window title to say privacy off",
+        )
+        _xdotool(xdisplay, "key", "s")
+        wait_for(
+            lambda: send(privacy=False) and "stats overlay on" in log.read_text(),
+            15,
+            "the stats overlay",
         )
         _xdotool(xdisplay, "key", "q")
         assert proc.wait(timeout=30) == 0, log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
+        comp.close()
     text = log.read_text()
     assert "quit requested" in text
-    assert json.loads(stats.read_text())["stages"]["display"]["privacy"] is False
-    assert _pids_on(port_base) == [], "stage processes left behind"
+    assert "QFont" not in text and "fonts" not in text, text  # no Qt font warnings
+    frames = read_all(rec)
+    assert len(frames) >= 3
+    for frame in frames:  # the recording has the call picture: no badge (no red dot), not mirrored
+        red = (frame[..., 2] > 200) & (frame[..., 1] < 80) & (frame[..., 0] < 80)
+        assert not red.any()
+        assert np.abs(frame.astype(int) - _picture().astype(int)).mean() < 3
