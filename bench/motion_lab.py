@@ -1,0 +1,330 @@
+"""Offline lab for compositor/motion.py: how well does a stale mask, carried to the shown frame,
+match a fresh one? No pipeline, no sockets: clips, cached selfie masks, a simulated slow model.
+
+Simulation (per clip and mask interval S): a slow model that is always busy computes a mask on
+frame F_k = k * S * fps and delivers it ``latency`` = S later, at frame C_k = F_k + S * fps; from
+C_k until the next arrival every frame gets the mask of F_k (so the applied mask is S..2S old).
+Frames before the first arrival are not scored (the compositor fails closed there).
+
+What is compared, all at the compositor's working resolution (compose.working_size, 320 px wide
+for 640 px frames): the reference is the *fresh* selfie mask of the shown frame itself, turned
+into alpha the way compose.accept_mask does it (soft_alpha of the probability, no temporal
+smoothing); the applied alpha is either the stale mask's alpha as is ("none") or that alpha
+carried by MotionCompensator ("motion" variants). Both are thresholded at 0.5 (= 128 of 255):
+
+* IoU of applied >= 0.5 vs fresh >= 0.5;
+* room shown = share of the frame where applied >= 0.5 but fresh < 0.5 (mean and p99 over frames);
+* person blurred = share where applied < 0.5 but fresh >= 0.5 (mean);
+* hidden = share of the frame hidden by the change rule (mean);
+* ms = MotionCompensator cost per frame (observe + track; median, and p90), mask arrivals
+  included in "arrival ms".
+
+The reference is the selfie model, not ground truth: its own flicker counts against every method.
+
+    python bench/motion_lab.py                       # all clips, S in 0.5 1 2 4, default method
+    python bench/motion_lab.py --variants all --intervals 2
+    python bench/motion_lab.py --cost                # cost only, 640x360 and 1280x720
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.harness import describe  # noqa: E402
+from compositor import compose  # noqa: E402
+from compositor.motion import MotionCompensator, MotionSettings  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+CACHE = Path("/tmp/privacycam_motion_lab")
+MAX_SECONDS = 10.0
+WIDTH = 640  # the pipeline's default --width
+
+
+@dataclass(frozen=True)
+class Clip:
+    name: str
+    path: Path  # a video file or a folder of frames
+    fps: float  # for folders: the frame rate the frames were shot at
+
+
+def clips() -> list[Clip]:
+    v = SHARED / "media" / "videos"
+    g = SHARED / "media" / "gt_video"
+    out = [
+        Clip("sitting", v / "person_sitting_outdoors_pixabay35590.mp4", 0),
+        Clip("akiyo", v / "news_anchor_akiyo_cif.mp4", 0),
+        Clip("carphone", v / "video_phone_carphone_qcif.mp4", 0),
+        Clip("juggling", v / "person_juggling_ball_sam2.mp4", 0),
+    ]
+    for name in ("hike", "dance-jump", "rollerblade", "tennis"):
+        out.append(Clip(name, g / f"davis_{name}" / "frames", 24.0))  # DAVIS is 24 fps
+    return [c for c in out if c.path.exists()]
+
+
+def _scaled(frame: np.ndarray, width: int) -> np.ndarray:
+    h, w = frame.shape[:2]
+    if w == width:
+        return frame
+    height = int(round(h * width / w / 2)) * 2
+    interp = cv2.INTER_AREA if width < w else cv2.INTER_LINEAR
+    return cv2.resize(frame, (width, height), interpolation=interp)
+
+
+def read_frames(clip: Clip, width: int = WIDTH) -> tuple[list[np.ndarray], float]:
+    """At most MAX_SECONDS of the clip, scaled to ``width`` (like capture --width)."""
+    frames: list[np.ndarray] = []
+    if clip.path.is_dir():
+        fps = clip.fps
+        for p in sorted(clip.path.glob("*.jpg"))[: int(MAX_SECONDS * fps)]:
+            frames.append(_scaled(cv2.imread(str(p)), width))
+        return frames, fps
+    cap = cv2.VideoCapture(str(clip.path))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    while len(frames) < int(MAX_SECONDS * fps):
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(_scaled(f, width))
+    cap.release()
+    return frames, fps
+
+
+def fresh_masks(clip: Clip, frames: list[np.ndarray], width: int = WIDTH) -> np.ndarray:
+    """The selfie model's soft mask (uint8, frame size) for every frame; cached in /tmp."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"{clip.name}_{width}_{len(frames)}.npy"
+    if path.exists():
+        return np.load(path)
+    from inference.segmenter import SegmenterOptions, open_segmenter
+
+    seg = open_segmenter("selfie", SHARED / "models" / "selfie-segmentation", SegmenterOptions())
+    masks = np.stack([seg.segment(f).mask for f in frames])
+    np.save(path, masks)
+    return masks
+
+
+def work_alpha(mask: np.ndarray, frame_shape: tuple[int, int]) -> np.ndarray:
+    """compose.accept_mask's alpha (refine on, no temporal smoothing) at working resolution."""
+    hs, ws = compose.working_size(*frame_shape)
+    small = cv2.resize(mask, (ws, hs), interpolation=cv2.INTER_AREA)
+    return compose.soft_alpha(small.astype(np.float32) * (1.0 / 255.0))
+
+
+VARIANTS: dict[str, MotionSettings | None] = {
+    "none": None,  # the stale mask as is
+    "motion": MotionSettings(),  # the default: chained flow + change rule
+    "direct": MotionSettings(chain=False),  # one direct flow mask frame -> current frame
+    "no-hide": MotionSettings(hide_unexplained=False),  # chained flow, no change rule
+    "flow320": MotionSettings(flow_width=320),
+    "fine0": MotionSettings(dis_finest_scale=0),
+    "fine2": MotionSettings(dis_finest_scale=2),
+}
+DEFAULT_VARIANTS = ("none", "motion")
+
+
+def variant(name: str) -> MotionSettings | None:
+    """A named variant, or ad hoc settings: 'key=value,key=value' over the defaults."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    kinds = {f.name: type(f.default) for f in fields(MotionSettings)}
+    kw = {}
+    for part in name.split(","):
+        k, v = part.split("=")
+        kw[k] = (v.lower() in ("1", "true")) if kinds[k] is bool else kinds[k](v)
+    return replace(MotionSettings(), **kw)
+
+
+@dataclass
+class Score:
+    iou: list[float]
+    room: list[float]
+    blurred: list[float]
+    hidden: list[float]
+    ms: list[float]  # per frame without a mask arrival
+    arrival_ms: list[float]
+
+    def row(self) -> dict[str, float]:
+        def mean(x):
+            return float(np.mean(x)) if x else float("nan")
+
+        return {
+            "n": len(self.iou),
+            "iou": mean(self.iou),
+            "room": 100 * mean(self.room),
+            "room_p99": 100 * float(np.percentile(self.room, 99)) if self.room else float("nan"),
+            "blurred": 100 * mean(self.blurred),
+            "hidden": 100 * mean(self.hidden),
+            "ms": statistics.median(self.ms) if self.ms else float("nan"),
+            "arrival_ms": statistics.median(self.arrival_ms) if self.arrival_ms else float("nan"),
+        }
+
+
+def schedule(n: int, step: int, latency: int) -> dict[int, int]:
+    """arrival frame -> frame the mask was computed on, for a model that is always busy."""
+    return {f + latency: f for f in range(0, n, step) if f + latency < n}
+
+
+def simulate(
+    frames: list[np.ndarray],
+    fresh: list[np.ndarray],
+    step: int,
+    latency: int,
+    settings: MotionSettings | None,
+) -> Score:
+    """Run one variant over one clip; ``fresh`` are working-resolution alphas per frame."""
+    arrivals = schedule(len(frames), step, latency)
+    comp = MotionCompensator(settings) if settings is not None else None
+    sc = Score([], [], [], [], [], [])
+    current: int | None = None
+    for i, frame in enumerate(frames):
+        t0 = time.perf_counter()
+        if comp is not None:
+            comp.observe(i, frame)
+        arrived = i in arrivals
+        if arrived:
+            current = arrivals[i]
+            if comp is not None:
+                comp.new_mask(fresh[current], current, frames[current])
+        if current is None:
+            continue
+        hidden = 0.0
+        if comp is not None:
+            tr = comp.track(i, frame)
+            applied = tr.alpha
+            hidden = tr.hidden_share
+            (sc.arrival_ms if arrived else sc.ms).append((time.perf_counter() - t0) * 1e3)
+        else:
+            applied = fresh[current]
+        a, f = applied >= 0.5, fresh[i] >= 0.5
+        union = np.count_nonzero(a | f)
+        sc.iou.append(np.count_nonzero(a & f) / union if union else 1.0)
+        sc.room.append(np.count_nonzero(a & ~f) / a.size)
+        sc.blurred.append(np.count_nonzero(~a & f) / a.size)
+        sc.hidden.append(hidden)
+    return sc
+
+
+def lab(names: list[str], variants: list[str], intervals: list[float], latency_factor: float):
+    print(f"# machine: {describe()}")
+    print(
+        "# alpha at working resolution (compose.working_size); fresh = selfie mask of the shown "
+        f"frame; mask computed on F, arrives {latency_factor:g} x S later"
+    )
+    hdr = (
+        f"{'clip':<12}{'S':>5} {'variant':<22}{'n':>5}{'IoU':>7}{'room%':>7}{'p99%':>7}"
+        f"{'blur%':>7}{'hid%':>6}{'ms':>6}{'arr.ms':>7}"
+    )
+    print(hdr)
+    results = []
+    for clip in clips():
+        if names and clip.name not in names:
+            continue
+        frames, fps = read_frames(clip)
+        masks = fresh_masks(clip, frames)
+        shape = frames[0].shape[:2]
+        fresh = [work_alpha(m, shape) for m in masks]
+        for s_int in intervals:
+            step = max(1, round(s_int * fps))
+            latency = max(0, round(latency_factor * s_int * fps))
+            for v in variants:
+                r = simulate(frames, fresh, step, latency, variant(v)).row()
+                results.append((clip.name, s_int, v, r))
+                if r["n"] == 0:
+                    print(f"{clip.name:<12}{s_int:>5g} {v[:22]:<22}{0:>5}  (clip shorter than 2S)")
+                    continue
+                print(
+                    f"{clip.name:<12}{s_int:>5g} {v[:22]:<22}{r['n']:>5}{r['iou']:>7.3f}"
+                    f"{r['room']:>7.2f}{r['room_p99']:>7.2f}{r['blurred']:>7.2f}"
+                    f"{r['hidden']:>6.2f}{r['ms']:>6.2f}{r['arrival_ms']:>7.1f}",
+                    flush=True,
+                )
+    return results
+
+
+def cost(repeats: int = 3) -> None:
+    """Per-frame cost (observe + track, mask arrivals excluded) at 640x360 and 1280x720, with
+    OpenCV's default threads and with one thread; median over frames, median of ``repeats``."""
+    print(f"# machine: {describe()}")
+    jug = next((c for c in clips() if c.name == "juggling"), None)
+    sit = next((c for c in clips() if c.name == "sitting"), None)
+    cases = []
+    if sit is not None:
+        cases.append(("640x360 sitting", sit, 640))
+    if jug is not None:
+        cases.append(("1280x720 juggling", jug, 1280))
+    default_threads = cv2.getNumThreads()
+    for label, clip, width in cases:
+        frames, fps = read_frames(clip, width)
+        frames = frames[:150]
+        shape = frames[0].shape[:2]
+        masks = fresh_masks(clip, frames, width) if width == WIDTH else None
+        hs, ws = masks[0].shape if masks is not None else compose.working_size(*shape)
+        alpha = np.zeros(compose.working_size(*shape), np.float32)
+        alpha[alpha.shape[0] // 4 :, alpha.shape[1] // 3 : 2 * alpha.shape[1] // 3] = 1.0
+        for threads in (default_threads, 1):
+            cv2.setNumThreads(threads)
+            meds, arr = [], []
+            for _ in range(repeats):
+                comp = MotionCompensator()
+                per, per_arr = [], []
+                for i, f in enumerate(frames):
+                    t0 = time.perf_counter()
+                    comp.observe(i, f)
+                    arrived = i >= 60 and i % 60 == 0
+                    if arrived:
+                        comp.new_mask(alpha, i - 60, frames[i - 60])
+                    comp.track(i, f)
+                    dt = (time.perf_counter() - t0) * 1e3
+                    if i > 60:
+                        (per_arr if arrived else per).append(dt)
+                meds.append(statistics.median(per))
+                arr.extend(per_arr)
+            print(
+                f"{label:<20} threads={threads}: {statistics.median(meds):.2f} ms/frame median "
+                f"(runs {', '.join(f'{m:.2f}' for m in meds)}); mask arrival (60 frames late) "
+                f"{statistics.median(arr):.1f} ms"
+            )
+        cv2.setNumThreads(default_threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--clips", nargs="*", default=[], help="clip names (default: all)")
+    ap.add_argument("--intervals", nargs="*", type=float, default=[0.5, 1, 2, 4])
+    ap.add_argument(
+        "--variants",
+        nargs="*",
+        default=list(DEFAULT_VARIANTS),
+        help=f"any of {', '.join(VARIANTS)} or 'all'",
+    )
+    ap.add_argument("--latency", type=float, default=1.0, help="mask latency as a multiple of S")
+    ap.add_argument("--cost", action="store_true", help="only the per-frame cost")
+    ap.add_argument("--cache-only", action="store_true", help="only compute the fresh masks")
+    args = ap.parse_args(argv)
+    if args.cache_only:
+        for c in clips():
+            fr, _ = read_frames(c)
+            print(c.name, len(fr), fresh_masks(c, fr).shape, flush=True)
+        return 0
+    if args.cost:
+        cost()
+        return 0
+    variants = list(VARIANTS) if args.variants == ["all"] else args.variants
+    lab(args.clips, variants, args.intervals, args.latency)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""compositor/motion.py on generated pictures: the carried mask follows a moving person, the room
+uncovered by a change the motion cannot explain is hidden, a still picture is left alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from compositor.motion import MotionCompensator, MotionSettings
+
+H, W = 180, 320  # frames; the alpha is given at the same size (compose's working size for 320)
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def texture(h: int, w: int, mean: float, seed: int, sigma: float = 1.2) -> np.ndarray:
+    """Fine random texture (BGR uint8) around ``mean``: something optical flow can lock on to."""
+    rng = np.random.default_rng(seed)
+    t = cv2.GaussianBlur(rng.normal(0, 40, (h, w)).astype(np.float32), (0, 0), sigma)
+    return cv2.cvtColor(np.clip(mean + t, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+
+
+def person_mask(cx: int, cy: int) -> np.ndarray:
+    """A head-and-shoulders blob (float32 0/1, H x W) centred at (cx, cy)."""
+    m = np.zeros((H, W), np.uint8)
+    cv2.ellipse(m, (cx, cy - 35), (18, 22), 0, 0, 360, 1, -1)  # head
+    cv2.ellipse(m, (cx, cy + 40), (45, 55), 0, 0, 360, 1, -1)  # torso
+    return m.astype(np.float32)
+
+
+BACKGROUND = texture(H, W, 80, seed=1)
+PERSON_TEXTURE = texture(H + 200, W + 400, 175, seed=2)
+
+
+def frame_with_person(cx: int | None, cy: int = 100) -> np.ndarray:
+    """Background with the textured person pasted at (cx, cy); the texture moves with the person."""
+    out = BACKGROUND.copy()
+    if cx is None:
+        return out
+    m = person_mask(cx, cy).astype(bool)
+    dx, dy = 200 - cx, 100 - cy  # person texture is fixed to the person, not to the frame
+    out[m] = PERSON_TEXTURE[dy + 100 : dy + 100 + H, dx + 200 : dx + 200 + W][m]
+    return out
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a >= 0.5, b >= 0.5
+    return np.count_nonzero(a & b) / max(1, np.count_nonzero(a | b))
+
+
+def test_tracked_alpha_follows_translated_person():
+    comp = MotionCompensator()
+    xs = [100 + 4 * i for i in range(25)]  # 96 px to the right over 25 frames
+    frames = [frame_with_person(x) for x in xs]
+    for i, f in enumerate(frames):
+        comp.observe(i, f)
+        if i == 0:
+            assert comp.track(i, f) is None  # no mask yet
+    # the mask of frame 0 arrives now, 24 frames late
+    comp.new_mask(person_mask(xs[0], 100), 0, frames[0])
+    tr = comp.track(24, frames[24])
+    truth = person_mask(xs[24], 100)
+    assert tr.alpha.shape == (H, W) and tr.alpha.dtype == np.float32
+    assert iou(person_mask(xs[0], 100), truth) < 0.3  # the stale mask as is: far off
+    assert iou(tr.alpha, truth) > 0.85
+    # and it keeps following, frame by frame, until the next mask
+    for j, x in enumerate(range(xs[-1] + 4, xs[-1] + 40, 4), start=25):
+        f = frame_with_person(x)
+        comp.observe(j, f)
+        tr = comp.track(j, f)
+    assert iou(tr.alpha, person_mask(x, 100)) > 0.85
+    # the room behind the person is not shown where the person used to be
+    assert float(tr.alpha[person_mask(xs[0], 100) > 0].max()) < 0.5
+
+
+@pytest.mark.parametrize("where", ["gone", "jumped"])
+def test_room_uncovered_by_unexplained_change_is_hidden(where):
+    comp = MotionCompensator()
+    frames = [frame_with_person(120) for _ in range(4)]
+    frames += [frame_with_person(None if where == "gone" else 250) for _ in range(4)]
+    for i, f in enumerate(frames):
+        comp.observe(i, f)
+    comp.new_mask(person_mask(120, 100), 0, frames[0])
+    tr = comp.track(7, frames[7])
+    old = person_mask(120, 100) > 0
+    room = old & (person_mask(250, 100) == 0) if where == "jumped" else old
+    assert float(tr.alpha[room].max()) < 0.5  # the room where the person was is hidden
+    assert tr.hidden_share > 0.5 * np.count_nonzero(room) / room.size
+
+
+def test_background_change_behind_still_person_is_hidden():
+    """The person sits still, but the mask frame's person region now shows something else."""
+    comp = MotionCompensator()
+    still = frame_with_person(160)
+    changed = still.copy()
+    region = person_mask(160, 100) > 0
+    changed[region] = BACKGROUND[region]  # person left, nothing moved: flow cannot explain it
+    for i, f in enumerate([still, still, changed, changed]):
+        comp.observe(i, f)
+    comp.new_mask(person_mask(160, 100), 0, still)
+    tr = comp.track(3, changed)
+    assert float(tr.alpha[region].mean()) < 0.1
+
+
+@pytest.mark.parametrize("noise", [0.0, 3.0])
+def test_still_picture_with_noise_is_left_alone(noise):
+    rng = np.random.default_rng(5)
+    base = frame_with_person(160).astype(np.float32)
+    alpha = cv2.GaussianBlur(person_mask(160, 100), (0, 0), 1.0)
+    comp = MotionCompensator()
+    for i in range(40):
+        f = np.clip(base + rng.normal(0, noise, base.shape), 0, 255).astype(np.uint8)
+        comp.observe(i, f)
+        if i == 5:
+            comp.new_mask(alpha, 0, np.clip(base, 0, 255).astype(np.uint8))
+        if i >= 5:
+            tr = comp.track(i, f)
+            assert tr.hidden_share == 0.0
+            assert iou(tr.alpha, alpha) > 0.99
+            assert float(np.abs(tr.alpha - alpha).mean()) < 0.005
+
+
+def test_mask_every_frame_is_identity():
+    comp = MotionCompensator()
+    for i, x in enumerate(range(100, 160, 3)):
+        f = frame_with_person(x)
+        comp.observe(i, f)
+        comp.new_mask(person_mask(x, 100), i, f)
+        tr = comp.track(i, f)
+        assert iou(tr.alpha, person_mask(x, 100)) > 0.99
+        assert tr.hidden_share == 0.0
+
+
+def test_mask_for_frame_no_longer_in_history_uses_mask_frame():
+    comp = MotionCompensator(MotionSettings(history_frames=5))
+    xs = [100 + 3 * i for i in range(20)]
+    for i, x in enumerate(xs):
+        comp.observe(i, frame_with_person(x))
+    assert comp.history_len == 5
+    comp.new_mask(person_mask(xs[12], 100), 12, frame_with_person(xs[12]))
+    tr = comp.track(19, frame_with_person(xs[19]))
+    assert iou(tr.alpha, person_mask(xs[19], 100)) > 0.85
+
+
+def test_alpha_of_another_size_keeps_its_size():
+    comp = MotionCompensator()
+    frames = [frame_with_person(100 + 4 * i) for i in range(6)]
+    for i, f in enumerate(frames):
+        comp.observe(i, f)
+    small = cv2.resize(person_mask(100, 100), (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+    comp.new_mask(small, 0, frames[0])
+    tr = comp.track(5, frames[5])
+    assert tr.alpha.shape == small.shape
+    truth = cv2.resize(person_mask(120, 100), (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+    assert iou(tr.alpha, truth) > 0.8
+
+
+def test_frame_size_change_resets():
+    comp = MotionCompensator()
+    f = frame_with_person(150)
+    for i in range(3):
+        comp.observe(i, f)
+    comp.new_mask(person_mask(150, 100), 0, f)
+    assert comp.track(2, f) is not None
+    big = cv2.resize(f, (2 * W, 2 * H))
+    comp.observe(3, big)
+    assert comp.history_len == 1
+    assert comp.track(3, big) is None  # the old stream's mask is gone
+    comp.new_mask(person_mask(150, 100), 0, f)  # a late mask of the old size: not carried
+    assert comp.track(3, big) is None
+    comp.reset()
+    assert comp.history_len == 0 and comp.track(3, big) is None
+
+
+def test_history_memory_is_bounded():
+    comp = MotionCompensator(MotionSettings(history_frames=30))
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        comp.observe(i, rng.integers(0, 255, (H // 2, W // 2, 3), np.uint8))
+    assert comp.history_len == 30
+    per_frame = (
+        (H // 2) * (W // 2) * (1 + 2 * 2)
+    )  # no halving at 160 px wide  # grey uint8 + float16 flow at flow res
+    assert comp.memory_bytes <= 30 * per_frame
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared (shared media) is not checked out")
+def test_real_clip_still_frame_hides_nothing():
+    cap = cv2.VideoCapture(str(SHARED / "media" / "videos" / "news_anchor_akiyo_cif.mp4"))
+    ok, f = cap.read()
+    cap.release()
+    assert ok
+    rng = np.random.default_rng(1)
+    alpha = np.zeros(f.shape[:2], np.float32)
+    alpha[f.shape[0] // 4 :, f.shape[1] // 3 : 2 * f.shape[1] // 3] = 1.0
+    comp = MotionCompensator()
+    for i in range(10):
+        g = np.clip(f + rng.normal(0, 2.0, f.shape), 0, 255).astype(np.uint8)
+        comp.observe(i, g)
+        if i == 0:
+            comp.new_mask(alpha, 0, f)
+        tr = comp.track(i, g)
+        assert tr.hidden_share == 0.0 and iou(tr.alpha, alpha) > 0.99
