@@ -1,13 +1,34 @@
 """End to end: launch.py runs real processes on real clips with real models."""
 
 import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import ANCHOR, HIKE, SELFIE, STANDIN, launch, launch_selfie
+from tests.conftest import (
+    ANCHOR,
+    HIKE,
+    REPO,
+    SELFIE,
+    STANDIN,
+    env,
+    launch,
+    launch_selfie,
+    read_json,
+    wait_for,
+)
 
 REQUIRED = (
     "capture_fps",
@@ -160,3 +181,202 @@ def test_bad_input_gives_one_clear_line_not_a_traceback(tmp_path, port_base, cas
     errors = [line for line in text.splitlines() if "error:" in line]
     assert errors, text
     assert any(expect in line for line in errors), errors
+
+
+class Running:
+    """``python launch.py ARGS`` running in the background; its output lines collected."""
+
+    def __init__(self, *args):
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "launch.py"), *map(str, args)],
+            cwd=REPO,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def text(self):
+        return "".join(self.lines)
+
+    def wait_line(self, pattern, timeout, what):
+        def found():
+            assert self.proc.poll() is None or any(re.search(pattern, x) for x in self.lines), (
+                f"launch.py ended:\n{self.text()[-3000:]}"
+            )
+            return next((m for x in self.lines if (m := re.search(pattern, x))), None)
+
+        return wait_for(found, timeout, what, step=0.05)
+
+    def links(self):
+        m = self.wait_line(
+            r"links: frames (\S+) workers (\S+) output (\S+) control (\S+)", 30, "links"
+        )
+        return dict(zip(("frames", "infer", "out", "control"), m.groups(), strict=True))
+
+    def stop(self):
+        """SIGTERM the launcher as a user would; it stops every stage and returns 128 + 15."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise
+
+
+def _selfie_call(*extra):
+    return Running(
+        "--source",
+        ANCHOR,
+        "--loop",
+        "--model",
+        "selfie",
+        "--model-dir",
+        SELFIE,
+        "--headless",
+        *extra,
+    )
+
+
+def _snapshot(path):
+    """(write time, frames_displayed) of a stats file, read from one inode (atomic replace)."""
+    try:
+        with open(path) as f:
+            return os.fstat(f.fileno()).st_mtime, json.load(f).get("frames_displayed", 0)
+    except (OSError, ValueError):
+        return None
+
+
+def test_call_survives_a_killed_compositor(tmp_path):
+    """kill -9 the compositor of a running call: the launcher starts a new one and frames reach
+    the display again within 2 s."""
+    call = _selfie_call()
+    try:
+        folder = Path(call.links()["frames"][len("ipc://") :]).parent
+        display = folder / "display.json"
+        wait_for(lambda: (_snapshot(display) or (0, 0))[1] > 30, 90, "frames on the display")
+        fps = read_json(folder / "capture.json")["capture_fps"]
+        pid = int(call.wait_line(r"started compositor \(pid (\d+)\)", 5, "compositor pid")[1])
+        killed_at = time.time()
+        os.kill(pid, signal.SIGKILL)
+        snaps = []  # display stats written after the kill: (time written, frames displayed)
+
+        def resumed():
+            s = _snapshot(display)
+            if s and s[0] > killed_at and (not snaps or s[0] != snaps[-1][0]):
+                snaps.append(s)
+            return len(snaps) >= 2 and snaps[-1][1] - snaps[-2][1] >= 2
+
+        wait_for(resumed, 20, "frames on the display after the compositor was killed", step=0.05)
+        restarted = call.wait_line(rf"started compositor \(pid (?!{pid}\))(\d+)\)", 1, "restart")
+        assert int(restarted[1]) != pid
+        (_, before), (written, after) = snaps[-2:]
+        # The n frames counted between the last two snapshots were shown at most at the camera's
+        # rate, so the first was shown at least (n - 1) / rate before the later snapshot's write.
+        first_frame = written - (after - before - 1) / (1.1 * fps) - killed_at
+        print(f"compositor killed: frames again after <= {first_frame:.2f} s ({snaps})")
+        assert first_frame <= 2.0, snaps
+        assert call.stop() == 128 + signal.SIGTERM
+        assert not folder.exists()  # the private runtime folder is removed at exit
+    finally:
+        call.stop()
+
+
+PROBE = r"""
+import errno, json, socket, sys, time
+import zmq
+eps = json.loads(sys.argv[1])
+ctx = zmq.Context()
+kinds = {"frames": zmq.PULL, "infer": zmq.DEALER, "out": zmq.PULL, "control": zmq.PUSH}
+socks, mons, res = {}, {}, {}
+for name, ep in eps.items():
+    s = ctx.socket(kinds[name])
+    s.linger = 0
+    s.immediate = 1  # a send only goes to a completed connection
+    mons[name] = s.get_monitor_socket(zmq.EVENT_CONNECTED)
+    s.connect(ep)
+    socks[name] = s
+    try:
+        u = socket.socket(socket.AF_UNIX)
+        u.connect(ep[len("ipc://"):])
+        res[name + "_unix"] = "connected"
+    except OSError as exc:
+        res[name + "_unix"] = errno.errorcode.get(exc.errno, str(exc.errno))
+    finally:
+        u.close()
+deadline = time.monotonic() + 3
+for name, mon in mons.items():
+    res[name + "_connected"] = bool(mon.poll(max(1, int((deadline - time.monotonic()) * 1000))))
+res["frame_received"] = bool(socks["frames"].poll(2000))
+res["picture_received"] = bool(socks["out"].poll(2000))
+try:
+    socks["control"].send_multipart([b"probe"], flags=zmq.NOBLOCK)
+    res["control_sent"] = True
+except zmq.Again:
+    res["control_sent"] = False
+print(json.dumps(res))
+"""
+
+
+def _nobody_python(tmp: Path) -> list[str]:
+    """A Python with pyzmq that user nobody can run: the system 3.11 and a world-readable copy."""
+    import zmq
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to act as another local user")
+    system = shutil.which("python3.11", path="/usr/bin:/usr/local/bin")
+    if system is None:
+        pytest.skip("needs a system python3.11 that user nobody can run")
+    lib = Path(tempfile.mkdtemp(prefix="pcam-probe-"))
+    lib.chmod(0o755)
+    site = Path(zmq.__file__).parent.parent
+    shutil.copytree(site / "zmq", lib / "zmq")
+    if (site / "pyzmq.libs").is_dir():
+        shutil.copytree(site / "pyzmq.libs", lib / "pyzmq.libs")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    return [*nobody, "env", f"PYTHONPATH={lib}", system]
+
+
+def _probe(python, eps):
+    r = subprocess.run(
+        [*python, "-c", PROBE, json.dumps(eps)], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_another_local_user_cannot_reach_the_links(tmp_path):
+    """The pipeline's links are Unix sockets in a folder only the user who started it can enter:
+    user nobody connects to none of them, gets no frame and cannot send a key command."""
+    nobody = _nobody_python(tmp_path)
+    call = _selfie_call()
+    try:
+        eps = call.links()
+        folder = Path(eps["frames"][len("ipc://") :]).parent
+        assert all(e.startswith(f"ipc://{folder}/") for e in eps.values())
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        wait_for(lambda: (_snapshot(folder / "display.json") or (0, 0))[1] > 0, 90, "pictures")
+        own = _probe([sys.executable], eps)  # the probe works: its owner reaches every link
+        assert all(own[f"{n}_connected"] and own[f"{n}_unix"] == "connected" for n in eps), own
+        assert own["frame_received"] and own["control_sent"], own
+        other = _probe(nobody, eps)
+        assert other == {
+            **{f"{n}_connected": False for n in eps},
+            **{f"{n}_unix": "EACCES" for n in eps},
+            "frame_received": False,
+            "picture_received": False,
+            "control_sent": False,
+        }
+        assert call.proc.poll() is None, call.text()[-3000:]  # the call went on
+    finally:
+        shutil.rmtree(nobody[-2].split("=", 1)[1], ignore_errors=True)
+        call.stop()
