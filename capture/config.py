@@ -6,20 +6,11 @@ import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 from common.config import option, require
 from common.endpoints import DEFAULTS
-from common.errors import FatalError
 
 MAX_WIDTH = 3840  # 4K: what the links carry (sockets refuse bigger messages)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one ``FatalError`` line instead of usage + exit."""
-
-    def error(self, message: str) -> NoReturn:
-        raise FatalError(f"{message} (see --help)")
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -20,9 +20,10 @@ import cv2
 import numpy as np
 import zmq
 
-from capture.config import CaptureConfig, OneLineParser
+from capture.config import CaptureConfig
 from common import config as settings
 from common import protocol, sockets
+from common.config import OneLineParser
 from common.errors import FatalError
 from common.runtime import Runtime
 from common.stats import Stats

@@ -17,9 +17,16 @@ import typing
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, Field, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from common.errors import FatalError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one ``FatalError`` line instead of usage + exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise FatalError(f"{message} (see --help)")
 
 
 def option(

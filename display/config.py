@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 from common.config import option, require
 from common.endpoints import DEFAULTS
-from common.errors import FatalError
 
 AUTO_DEVICE = "auto"  # --virtual-camera without a device name: the first free one
 RECORDING_SUFFIXES = (".mp4", ".avi", ".mkv")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one ``FatalError`` line instead of usage + exit."""
-
-    def error(self, message: str) -> NoReturn:
-        raise FatalError(f"{message} (see --help)")
 
 
 def is_endpoint(text: str) -> bool:

@@ -24,11 +24,12 @@ import zmq
 
 from common import config as settings
 from common import protocol, sockets
+from common.config import OneLineParser
 from common.errors import FatalError
 from common.runtime import Runtime
 from common.stats import Stats
 from display import picture
-from display.config import AUTO_DEVICE, DisplayConfig, OneLineParser
+from display.config import AUTO_DEVICE, DisplayConfig
 from display.recording import Recording, open_recording
 from display.vcam import Opener, VirtualCamera, open_pyvirtualcam
 from display.window import TITLE, Window, has_display
