@@ -88,7 +88,7 @@ class MotionSettings:
 class Tracked:
     alpha: np.ndarray  # same shape/dtype as the alpha given to new_mask, carried to this frame
     hidden_share: float  # share of the frame hidden by the change rule (0..1)
-    ms: float  # compensation cost for this frame (observe + track)
+    ms: float  # compensation cost for this frame: observe + track (+ new_mask if one came)
 
 
 @dataclass
@@ -129,6 +129,7 @@ class MotionCompensator:
         self._ident: np.ndarray | None = None
         self._noise = 0.0  # robust sigma of the frame-to-frame residual (grey levels)
         self._observe_ms = 0.0
+        self._mask_ms = 0.0  # new_mask's cost, reported with the next track()
         self._frames_seen = 0
         # the active mask
         self._alpha: np.ndarray | None = None
@@ -241,6 +242,13 @@ class MotionCompensator:
     def new_mask(self, alpha: np.ndarray, frame_id: int, mask_frame: np.ndarray) -> None:
         """A new mask was accepted: ``alpha`` (float32 0..1, any size, frame aspect) computed on
         frame ``frame_id``, whose full picture is ``mask_frame``."""
+        t0 = self.clock()
+        try:
+            self._new_mask(alpha, frame_id, mask_frame)
+        finally:
+            self._mask_ms += (self.clock() - t0) * 1e3
+
+    def _new_mask(self, alpha: np.ndarray, frame_id: int, mask_frame: np.ndarray) -> None:
         if self._shape is None or mask_frame.shape[:2] != self._shape:
             # Another stream's mask (or nothing observed yet): it cannot be carried to these
             # frames. Drop it; the compositor fails closed or shows it uncompensated.
@@ -302,7 +310,8 @@ class MotionCompensator:
                 hid_bool = hid.view(bool)
                 hidden_share = float(np.count_nonzero(hid_bool & (alpha > 0))) / hid.size
                 alpha[hid_bool] = 0.0
-        ms = self._observe_ms + (self.clock() - t0) * 1e3
+        ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3
+        self._mask_ms = 0.0
         return Tracked(alpha=alpha, hidden_share=hidden_share, ms=ms)
 
     def _unexplained(self, grey: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
