@@ -36,6 +36,7 @@ from compositor.dispatch import Dispatcher
 from compositor.links import open_links
 from compositor.loop import run_lockstep, run_realtime
 from compositor.maskslot import MaskSlot
+from compositor.motion import MotionCompensator
 from compositor.picture import Picture
 from compositor.workers import WorkerPool
 
@@ -70,7 +71,8 @@ def compose_settings(config: CompositorConfig) -> compose.ComposeSettings:
 def build(config: CompositorConfig, rt: Runtime) -> Core:
     """The compositor's parts, wired; opens the background (a bad file fails here)."""
     stats = Stats("compositor", rt.log, config.stats_json)
-    motion = None  # issue 9: the motion compensator is wired in when compositor/motion.py lands
+    # motion compensation of reused masks (issue 9): real time only, lock-step has its own masks
+    motion = MotionCompensator() if config.motion and not config.lockstep else None
     if config.save_alpha:
         config.save_alpha.mkdir(parents=True, exist_ok=True)
     picture = Picture(

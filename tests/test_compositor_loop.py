@@ -126,6 +126,7 @@ def test_loop_drops_and_counts_what_a_worker_must_not_send(tmp_path):
         assert core.stats.counts["masks_applied"] == 1
         assert core.rejected == {"not_handed_out": 2, "wrong_stream": 1, "mask_too_large": 1}
         assert core.bad.count == 2  # the string infer_ms and the garbage
+        assert core.stats.series["motion_ms"]  # shown frames went through motion compensation
 
         for _ in range(10_001):
             control.send_multipart(protocol.encode(protocol.Control(privacy="toggle")))
@@ -208,3 +209,10 @@ def test_lockstep_every_frame_waits_for_its_own_mask_from_its_worker(tmp_path):
         thread.join(DEADLINE_S)
         links.close()
         ctx.destroy(0)
+
+
+def test_no_motion_turns_motion_compensation_off():
+    rt = Runtime(name="compositor", log=logging.getLogger("test"), ctx=None)  # type: ignore[arg-type]
+    assert build(CompositorConfig(), rt).picture.motion is not None
+    assert build(CompositorConfig(motion=False), rt).picture.motion is None
+    assert build(CompositorConfig(lockstep=True), rt).picture.motion is None
