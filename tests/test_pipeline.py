@@ -50,7 +50,7 @@ def test_selfie_pipeline_on_a_clip_reports_stats_and_records(tmp_path, port_base
     cap = cv2.VideoCapture(str(rec))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 60
     ok, first = cap.read()
-    assert ok and first.shape == (524, 640, 3)  # 352x288 clip at --width 640
+    assert ok and first.shape == (288, 352, 3)  # 352x288 clip: capture never enlarges
     s = json.loads(stats.read_text())
     for key in REQUIRED:
         assert key in s, key

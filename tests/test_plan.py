@@ -33,6 +33,7 @@ def plan(tmp_path, *args):
     a = launch.parse_args(list(args))
     launch.check(a)
     folder = tmp_path / "run"
+    folder.mkdir(exist_ok=True)  # main() plans inside the private folder it has just made
     return {s.name: s for s in launch.plan(a, launch.links(a, folder), folder)}
 
 
