@@ -59,20 +59,22 @@ def rate(a, b, i):
 
 
 def test_silent_worker_hides_the_room_and_display_keeps_going(procs, port_base, tmp_path):
-    worker = start_pipeline(procs, port_base, tmp_path, "--max-mask-age", "0.5")
+    # 1 s: the selfie model's own limit (launch.py's); on two busy shared cores a selfie mask is
+    # now and then 0.5-0.9 s old while the worker runs (measured: p95 0.6-0.9 s at load 11)
+    worker = start_pipeline(procs, port_base, tmp_path, "--max-mask-age", "1.0")
     wait_for(lambda: counts(tmp_path)[2] >= 20, 40, "20 masks applied")
     c0 = counts(tmp_path)
     c1 = wait_for(lambda: (c := counts(tmp_path))[0] >= c0[0] + 40 and c, 20, "40 frames more")
     assert c1[1] - c0[1] <= 3, "frames hidden although masks are fresh"
 
     os.kill(worker.pid, signal.SIGSTOP)  # the worker hangs: no more masks
-    # the last mask gets older than 0.5 s: frames are hidden from then on
+    # the last mask gets older than 1 s: frames are hidden from then on
     fresh = c1
     c1 = wait_for(lambda: (c := counts(tmp_path))[1] >= fresh[1] + 10 and c, 20, "frames hidden")
     c2 = wait_for(lambda: (c := counts(tmp_path))[0] >= c1[0] + 30 and c, 20, "30 frames more")
     assert c2[2] - c1[2] <= 2  # no new masks while frozen
     assert rate(c1, c2, 0) >= 15  # the picture kept flowing at camera rate (25 fps clip) ...
-    assert c2[1] - c1[1] >= c2[0] - c1[0] - 2  # ... with the room hidden: last mask > 0.5 s old
+    assert c2[1] - c1[1] >= c2[0] - c1[0] - 2  # ... with the room hidden: last mask > 1 s old
 
     os.kill(worker.pid, signal.SIGCONT)  # back to life: masks and the normal picture return
     c3 = wait_for(lambda: (c := counts(tmp_path))[2] > c2[2] + 10 and c, 20, "masks to resume")
