@@ -245,14 +245,17 @@ class Stage:
     """One process to supervise and its rules.
 
     ``restart``: if it crashes mid-call it is started again (capture, compositor, workers), unless
-    it exits with a configuration error or keeps crashing. ``ends_pipeline``: its normal end ends
-    the pipeline (the display: ``q``, window closed, ``--max-frames``, end of stream).
+    it exits with a configuration error or keeps crashing. ``standby``: a warmed-up spare process
+    waits to take over (the camera-rate stages, so the picture resumes within a second).
+    ``ends_pipeline``: its normal end ends the pipeline (the display: ``q``, window closed,
+    ``--max-frames``, end of stream).
     """
 
     name: str
     command: list[str]
     restart: bool = False
     ends_pipeline: bool = False
+    standby: bool = False
 
 
 def links(a: argparse.Namespace, folder: Path) -> Endpoints:
@@ -312,8 +315,8 @@ def plan(a: argparse.Namespace, ep: Endpoints, stats_dir: Path) -> list[Stage]:
         DisplayConfig, a, connect=ep.out, control=ep.control, stats_json=stats("display")
     )
     stages = [
-        Stage("capture", command("capture", capture), restart=True),
-        Stage("compositor", command("compositor", compositor), restart=True),
+        Stage("capture", command("capture", capture), restart=True, standby=True),
+        Stage("compositor", command("compositor", compositor), restart=True, standby=True),
     ]
     worker_keys = a.keys / "worker-local" if a.keys is not None else None
     for name in worker_names(a.workers):
@@ -337,7 +340,7 @@ def plan(a: argparse.Namespace, ep: Endpoints, stats_dir: Path) -> list[Stage]:
 class Rules:
     grace: float = 5.0  # SIGTERM -> SIGKILL
     drain: float = 20.0  # after a file source ends, how long the display may show the rest
-    restart_delay: float = 0.5  # a crashed stage starts again after this long
+    restart_delay: float = 0.25  # a crashed stage starts again after this long
     crash_limit: int = 5  # a stage crashing this often ...
     crash_window: float = 60.0  # ... within this many seconds ends the pipeline
 
@@ -485,30 +488,69 @@ def _die_with_parent() -> None:
         pass
 
 
+# A standby process: imports the stage's code (OpenCV, numpy, zmq: the slow part of a start, 1-2 s
+# on a busy 2-core machine) and waits; "go" on stdin makes it the stage, as ``python -m MODULE``.
+STANDBY = """import runpy, sys
+import {module}.run
+if sys.stdin.readline() != "go\\n":
+    sys.exit(0)
+sys.stdin.close()
+sys.argv[0] = {module!r}
+runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
+"""
+
+
 class Spawner:
     """Starts a stage as a real process; prints its lines prefixed with its name, remembers its
-    last one-line error, and reports its exit on ``events``."""
+    last one-line error, and reports its exit on ``events``.
+
+    A ``standby`` stage gets a warmed-up spare process, so a restart takes over in milliseconds
+    instead of a cold start's seconds; a spare that dies unused is never reported.
+    """
 
     def __init__(self, events: queue.SimpleQueue, width: int) -> None:
         self.events, self.width = events, width
         self.errors: dict[str, str] = {}
+        self.spares: dict[str, subprocess.Popen] = {}
+        self.active: set[int] = set()  # pids whose exit is the stage's exit
         self.env = dict(os.environ, PYTHONUNBUFFERED="1")
         here = str(Path(__file__).resolve().parent)
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
 
     def __call__(self, stage: Stage) -> subprocess.Popen:
+        proc = self._take_spare(stage.name) or self._popen(stage.name, stage.command)
+        self.active.add(proc.pid)
+        if stage.standby and stage.command[1:2] == ["-m"]:
+            module, argv = stage.command[2], stage.command[3:]
+            standby = [stage.command[0], "-c", STANDBY.format(module=module), *argv]
+            self.spares[stage.name] = self._popen(stage.name, standby, spare=True)
+        return proc
+
+    def _take_spare(self, name: str) -> subprocess.Popen | None:
+        spare = self.spares.pop(name, None)
+        if spare is None or spare.stdin is None:
+            return None
+        try:
+            spare.stdin.write("go\n")
+            spare.stdin.close()
+            return spare
+        except OSError:  # it died: start cold
+            spare.kill()
+            return None
+
+    def _popen(self, name: str, command: list[str], spare: bool = False) -> subprocess.Popen:
         proc = subprocess.Popen(
-            stage.command,
+            command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if spare else subprocess.DEVNULL,
             text=True,
             errors="replace",
             env=self.env,
             preexec_fn=_die_with_parent,
             start_new_session=True,
         )
-        threading.Thread(target=self._pump, args=(stage.name, proc), daemon=True).start()
+        threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
         return proc
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:
@@ -518,7 +560,16 @@ class Spawner:
             sys.stdout.flush()
             if line.startswith(f"{name}: error:") or ": error: " in line:
                 self.errors[name] = line.strip()
-        self.events.put(("exit", name, proc.wait()))
+        rc = proc.wait()
+        if proc.pid in self.active:
+            self.events.put(("exit", name, rc))
+
+    def close(self) -> None:
+        """Stop the unused spares."""
+        for spare in self.spares.values():
+            spare.kill()
+            spare.wait()
+        self.spares.clear()
 
 
 def supervise(stages: Sequence[Stage], rules: Rules = Rules()) -> tuple[int, str | None]:
@@ -548,6 +599,7 @@ def supervise(stages: Sequence[Stage], rules: Rules = Rules()) -> tuple[int, str
             sup.tick()
     finally:
         sup.kill_all()
+        spawner.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return sup.exit_code, spawner.errors.get(sup.failed or "")

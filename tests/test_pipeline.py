@@ -247,6 +247,18 @@ def _selfie_call(*extra):
     )
 
 
+def _processes_naming(folder):
+    """Pids whose command line mentions ``folder`` (every stage's does: its stats file)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(folder).encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
 def _snapshot(path):
     """(write time, frames_displayed) of a stats file, read from one inode (atomic replace)."""
     try:
@@ -256,16 +268,17 @@ def _snapshot(path):
         return None
 
 
-def test_call_survives_a_killed_compositor(tmp_path):
-    """kill -9 the compositor of a running call: the launcher starts a new one and frames reach
-    the display again within 2 s."""
+@pytest.mark.parametrize("victim", ["compositor", "capture"])
+def test_call_survives_a_killed_stage(tmp_path, victim):
+    """kill -9 the compositor (or capture) of a running call: the launcher starts a new one and
+    frames reach the display again within 2 s."""
     call = _selfie_call()
     try:
         folder = Path(call.links()["frames"][len("ipc://") :]).parent
         display = folder / "display.json"
         wait_for(lambda: (_snapshot(display) or (0, 0))[1] > 30, 90, "frames on the display")
         fps = read_json(folder / "capture.json")["capture_fps"]
-        pid = int(call.wait_line(r"started compositor \(pid (\d+)\)", 5, "compositor pid")[1])
+        pid = int(call.wait_line(rf"started {victim} \(pid (\d+)\)", 5, "pid")[1])
         killed_at = time.time()
         os.kill(pid, signal.SIGKILL)
         snaps = []  # display stats written after the kill: (time written, frames displayed)
@@ -276,17 +289,18 @@ def test_call_survives_a_killed_compositor(tmp_path):
                 snaps.append(s)
             return len(snaps) >= 2 and snaps[-1][1] - snaps[-2][1] >= 2
 
-        wait_for(resumed, 20, "frames on the display after the compositor was killed", step=0.05)
-        restarted = call.wait_line(rf"started compositor \(pid (?!{pid}\))(\d+)\)", 1, "restart")
+        wait_for(resumed, 20, f"frames on the display after {victim} was killed", step=0.05)
+        restarted = call.wait_line(rf"started {victim} \(pid (?!{pid}\))(\d+)\)", 1, "restart")
         assert int(restarted[1]) != pid
         (_, before), (written, after) = snaps[-2:]
         # The n frames counted between the last two snapshots were shown at most at the camera's
         # rate, so the first was shown at least (n - 1) / rate before the later snapshot's write.
         first_frame = written - (after - before - 1) / (1.1 * fps) - killed_at
-        print(f"compositor killed: frames again after <= {first_frame:.2f} s ({snaps})")
+        print(f"{victim} killed: frames again after <= {first_frame:.2f} s ({snaps})")
         assert first_frame <= 2.0, snaps
         assert call.stop() == 128 + signal.SIGTERM
         assert not folder.exists()  # the private runtime folder is removed at exit
+        assert not _processes_naming(folder)  # no stage and no standby process outlives it
     finally:
         call.stop()
 

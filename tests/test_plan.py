@@ -150,6 +150,7 @@ def test_worker_names_and_stage_rules(tmp_path):
         "worker-2",
     }
     assert [n for n, s in stages.items() if s.ends_pipeline] == ["display"]
+    assert [n for n, s in stages.items() if s.standby] == ["capture", "compositor"]
 
 
 def test_stage_settings_are_validated_when_planning(tmp_path):
