@@ -106,3 +106,27 @@ def test_keys_command_on_an_unwritable_place_is_one_line(tmp_path):
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_compositor_with_a_bad_authorized_key_exits_with_one_line(tmp_path, port_base):
+    folder = keys(tmp_path, "laptop")
+    (folder / "authorized" / "typo.key").write_text("not a key\n")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compositor",
+            "--infer-bind",
+            f"tcp://127.0.0.1:{port_base}",
+            "--keys",
+            str(folder),
+        ],  # fmt: skip
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    errors = [x for x in r.stderr.splitlines() if "error" in x]
+    assert len(errors) == 1 and str(folder / "authorized" / "typo.key") in errors[0]
