@@ -293,7 +293,12 @@ class Sender:
         )
 
     def close(self) -> None:
-        self.sock.close(0)
+        """Close the link; after a normal end, give queued frames and END up to 2 s to leave.
+
+        Why: on ipc:// a close with no linger discards what is still queued, so the last frame
+        and the END were lost and the display waited for its drain timeout.
+        """
+        self.sock.close(0 if self.rt.stopping() else 2000)
 
 
 def run(config: CaptureConfig, rt: Runtime) -> int:
