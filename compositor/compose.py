@@ -51,6 +51,8 @@ MODEL_GRID_WIDTH = 256
 # edge. Chosen on all five shared sets with leave-one-set-out checks (docs/compositing.md).
 GF_RADIUS_CELLS = 5.0
 GF_EPS = 1e-4
+# The guided filter's statistics are computed this many times coarser than the mask grid.
+GF_SUBSAMPLE = 1
 # Output: smoothstep between these values of the filtered probability (an antialiased edge about
 # one pixel wide, centred on the model's own decision boundary 0.5).
 OUT_LOW = 0.4
@@ -415,8 +417,8 @@ def accept_mask(
 # --------------------------------------------------------------------------- per frame
 
 
-def _bilinear_weights_1d(k: int) -> np.ndarray:
-    """(k, 3): weights of the previous/own/next grid cell for the k pixels of a cell, in 1-D.
+def _bilinear_weights(k: int) -> np.ndarray:
+    """(9, k*k): weight of each cell of a 3x3 neighbourhood for each pixel of the centre cell.
 
     Pixel d of a cell sits at (d + 0.5) / k - 0.5 cells from the cell's centre; these are the
     weights of ``cv2.resize(INTER_LINEAR)`` for an integer factor k, so the sparse upsampling in
@@ -429,7 +431,8 @@ def _bilinear_weights_1d(k: int) -> np.ndarray:
             w1[d, 0], w1[d, 1] = -u, 1 + u
         else:
             w1[d, 1], w1[d, 2] = 1 - u, u
-    return w1
+    # [oy, ox, dy, dx] = w1[dy, oy] * w1[dx, ox]
+    return np.ascontiguousarray(np.einsum("ab,cd->bdac", w1, w1).reshape(9, k * k))
 
 
 def _buffers(state: ComposeState, h: int, w: int) -> dict:
@@ -450,7 +453,7 @@ def _buffers(state: ComposeState, h: int, w: int) -> dict:
             "padded": (H, W) != (h, w),
             "out_p": np.empty((H, W, 3), np.uint8),
             "alpha_p": np.empty((H, W), np.uint8),
-            "w1": _bilinear_weights_1d(k),  # (k, 3)
+            "weights_t": _bilinear_weights(k),  # (9, k*k)
             "nb": (np.arange(3)[:, None] * (ws + 2) + np.arange(3)[None, :]).ravel(),
         }
     return buf
@@ -522,51 +525,74 @@ def _pad_rows(x: np.ndarray, radius: int) -> None:
 
 
 def color_guided_coefficients(
-    guide: np.ndarray, src: np.ndarray, radius: int, eps: float
+    guide: np.ndarray,
+    src: np.ndarray,
+    radius: int,
+    eps: float,
+    scratch: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Colour guided filter (He et al., 3-channel guide): box-averaged (A, b), q = A . I + b.
 
     ``guide`` planar (3, H, W) float32 in 0..1 (B, G, R), ``src`` (H, W) float32; returns A as
-    planes (3, H, W) and b (H, W). Why colour: a person's edge against the room is often a
-    change of hue at similar brightness (skin against a beige wall, a dark jacket against a dark
-    sofa) that a grey guide cannot see; measured on every shared set (docs/compositing.md). The
-    3x3 covariance is inverted in closed form (symmetric cofactors); everything on planes.
+    planes (3, H, W) and b (H, W) (views into ``scratch`` when given: reused between frames).
+    Why colour: a person's edge against the room is often a change of hue at similar brightness
+    (skin against a beige wall, a dark jacket against a dark sofa) that a grey guide cannot see;
+    measured on every shared set (docs/compositing.md). The 3x3 covariance is inverted in
+    closed form (symmetric cofactors); all arithmetic on planes, in place where possible.
     """
     h, w = src.shape
     r = radius
-    st = np.empty((13, h + 2 * r, w), np.float32)
+    s = scratch if scratch is not None else {}
+    shape = (h + 2 * r, w)
+    if s.get("gf_shape") != shape:
+        s["gf_shape"] = shape
+        s["gf_stats"] = np.empty((13, *shape), np.float32)
+        s["gf_ab"] = np.empty((4, *shape), np.float32)
+        s["gf_tmp"] = np.empty((12, h, w), np.float32)
+    st, ab, tmp = s["gf_stats"], s["gf_ab"], s["gf_tmp"]
     inner = st[:, r : r + h]
     inner[:3] = guide
     inner[3] = src
-    pairs = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
-    for i, (u, v) in enumerate(pairs):
+    for i, (u, v) in enumerate(((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))):
         np.multiply(guide[u], guide[v], out=inner[4 + i])
     np.multiply(guide, src, out=inner[10:13])
     _pad_rows(st, r)
     m = _box_planes(st, r)
-    mb, mg, mr, mp = m[0], m[1], m[2], m[3]
-    vbb = m[4] - mb * mb + eps
-    vbg = m[5] - mb * mg
-    vbr = m[6] - mb * mr
-    vgg = m[7] - mg * mg + eps
-    vgr = m[8] - mg * mr
-    vrr = m[9] - mr * mr + eps
-    cb = m[10] - mb * mp
-    cg = m[11] - mg * mp
-    cr = m[12] - mr * mp
+    mean_i, mp = m[0:3], m[3]
+    # (co)variances and covariance with src, in place: var[i,j] = E[IiIj] - E[Ii]E[Ij]
+    var = tmp[0:6]
+    for i, (u, v) in enumerate(((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))):
+        np.multiply(mean_i[u], mean_i[v], out=var[i])
+        np.subtract(m[4 + i], var[i], out=var[i])
+    var[0] += eps
+    var[3] += eps
+    var[5] += eps
+    cov = tmp[6:9]
+    np.multiply(mean_i, mp, out=cov)
+    np.subtract(m[10:13], cov, out=cov)
+    vbb, vbg, vbr, vgg, vgr, vrr = var
+    cb, cg, cr = cov
     i00 = vgg * vrr - vgr * vgr
     i01 = vbr * vgr - vbg * vrr
     i02 = vbg * vgr - vbr * vgg
     i11 = vbb * vrr - vbr * vbr
     i12 = vbr * vbg - vbb * vgr
     i22 = vbb * vgg - vbg * vbg
-    inv_det = 1.0 / (vbb * i00 + vbg * i01 + vbr * i02)
-    ab = np.empty((4, h + 2 * r, w), np.float32)
+    inv_det = vbb * i00
+    inv_det += vbg * i01
+    inv_det += vbr * i02
+    np.reciprocal(inv_det, out=inv_det)
     coef = ab[:, r : r + h]
-    np.multiply(i00 * cb + i01 * cg + i02 * cr, inv_det, out=coef[0])
-    np.multiply(i01 * cb + i11 * cg + i12 * cr, inv_det, out=coef[1])
-    np.multiply(i02 * cb + i12 * cg + i22 * cr, inv_det, out=coef[2])
-    coef[3] = mp - coef[0] * mb - coef[1] * mg - coef[2] * mr
+    for c, (x0, x1, x2) in enumerate(((i00, i01, i02), (i01, i11, i12), (i02, i12, i22))):
+        out = coef[c]
+        np.multiply(x0, cb, out=out)
+        out += x1 * cg
+        out += x2 * cr
+        out *= inv_det
+    np.multiply(coef[0:3], mean_i, out=tmp[9:12])
+    np.subtract(mp, tmp[9], out=coef[3])
+    coef[3] -= tmp[10]
+    coef[3] -= tmp[11]
     _pad_rows(ab, r)
     out = _box_planes(ab, r)
     return out[:3], out[3]
@@ -593,8 +619,28 @@ def _grid_refine(prob: np.ndarray, model_w: int, frame_p: np.ndarray, buf: dict)
     downscale_by(frame_p, buf["k"], dst=small)
     guide = small.transpose(2, 0, 1).astype(np.float32)  # planar B, G, R
     guide *= 1.0 / 255.0
-    a, b = color_guided_coefficients(guide, prob, gf_radius(prob.shape[1], model_w), GF_EPS)
-    q = a[0] * guide[0] + a[1] * guide[1] + a[2] * guide[2] + b
+    hs, ws = prob.shape
+    if GF_SUBSAMPLE > 1:
+        # Fast guided filter (He & Sun 2015): statistics and coefficients on a grid GF_SUBSAMPLE
+        # times coarser (they are box means, smooth by construction), interpolated back.
+        hc, wc = -(-hs // GF_SUBSAMPLE), -(-ws // GF_SUBSAMPLE)
+        small_c = cv2.resize(small, (wc, hc), interpolation=cv2.INTER_AREA)
+        guide_c = small_c.transpose(2, 0, 1).astype(np.float32)
+        guide_c *= 1.0 / 255.0
+        prob_c = cv2.resize(prob, (wc, hc), interpolation=cv2.INTER_AREA)
+        a_c, b_c = color_guided_coefficients(
+            guide_c, prob_c, gf_radius(wc, model_w), GF_EPS, scratch=buf
+        )
+        a = np.empty((3, hs, ws), np.float32)
+        for c in range(3):
+            cv2.resize(a_c[c], (ws, hs), dst=a[c], interpolation=cv2.INTER_LINEAR)
+        b = cv2.resize(b_c, (ws, hs), interpolation=cv2.INTER_LINEAR)
+    else:
+        a, b = color_guided_coefficients(guide, prob, gf_radius(ws, model_w), GF_EPS, scratch=buf)
+    q = a[0] * guide[0]
+    q += a[1] * guide[1]
+    q += a[2] * guide[2]
+    q += b
     t = np.clip((q - OUT_LOW) * (1.0 / (OUT_HIGH - OUT_LOW)), 0.0, 1.0)
     refined_small = t * t * (3.0 - 2.0 * t)
     person = (q >= 0.5).view(np.uint8)
@@ -636,15 +682,10 @@ def _paint(
         cv2.copyMakeBorder(plane, 1, 1, 1, 1, cv2.BORDER_REPLICATE, dst=coef[c])
     coef = coef.reshape(4, -1)
     nb = (cy * (ws + 2) + cx)[:, None] + buf["nb"][None, :]  # (n, 9)
-    c9 = coef[:, nb].reshape(4, n, 3, 3)  # [channel, cell, row, column] of the 3x3
-    # Bilinear, separable: columns then rows (w1[d, o]: weight of neighbour o for offset d).
-    w1 = buf["w1"]
-    cols = c9[..., 0, None] * w1[:, 0] + c9[..., 1, None] * w1[:, 1] + c9[..., 2, None] * w1[:, 2]
-    per_px = (
-        cols[:, :, 0, None, :] * w1[:, 0, None]
-        + cols[:, :, 1, None, :] * w1[:, 1, None]
-        + cols[:, :, 2, None, :] * w1[:, 2, None]
-    ).reshape(4, n, k * k)
+    c9 = coef[:, nb].reshape(4 * n, 9)  # [channel * cell, neighbour]
+    # Bilinear weights of the 3x3 neighbours for each of the k*k pixels: one small matrix
+    # product (cv2.gemm: single-threaded; numpy's BLAS may spin up threads for this).
+    per_px = cv2.gemm(c9, buf["weights_t"], 1.0, None, 0.0).reshape(4, n, k * k)
     blocks = (hs, k, ws, k * 3)
     out_blk = out_p.reshape(blocks)
     pix = frame_p.reshape(blocks)[cy, :, cx].reshape(n * k, k, 3)
