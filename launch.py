@@ -290,6 +290,17 @@ def command(module: str, config: Any) -> list[str]:
     return [sys.executable, "-m", module, *to_argv(config)]
 
 
+def default_mask_age(a: argparse.Namespace) -> float:
+    """The fail-closed limit when --max-mask-age is not given: the model's own, plus 1.5 mask
+    intervals with --mask-interval.
+
+    Why: a worker resting S seconds between masks normally leaves the applied mask up to S plus
+    one forward pass old; the model's limit alone (1 s for the selfie model) would hide every
+    picture at S = 2. The half interval more absorbs jitter, so the steady state does not blink.
+    """
+    return max_mask_age(a.model) + 1.5 * a.mask_interval
+
+
 def plan(a: argparse.Namespace, ep: Endpoints, stats_dir: Path) -> list[Stage]:
     """The stages and their command lines (pure: reads and writes nothing). Building each stage's
     settings validates them, so a bad value stops everything before anything runs."""
@@ -297,7 +308,7 @@ def plan(a: argparse.Namespace, ep: Endpoints, stats_dir: Path) -> list[Stage]:
     def stats(name: str) -> Path:
         return stats_dir / f"{name}.json"
 
-    age = a.max_mask_age if a.max_mask_age is not None else max_mask_age(a.model)
+    age = a.max_mask_age if a.max_mask_age is not None else default_mask_age(a)
     capture = stage_config(
         CaptureConfig, a, bind=ep.frames, max_frames=0, stats_json=stats("capture")
     )

@@ -229,3 +229,10 @@ def test_merge_stats_keeps_headlines_and_every_stage(tmp_path):
     assert (m["capture_fps"], m["display_fps"], m["frames_dropped"]) == (30.0, 29.5, 3)
     assert set(m["stages"]) == {"capture", "display"}
     assert json.loads((tmp_path / "s.json").read_text()) == m
+
+
+def test_mask_interval_raises_the_default_fail_closed_limit():
+    """A resting worker's masks are up to an interval old: the limit follows, unless given."""
+    a = launch.parse_args(["--model", "selfie", "--mask-interval", "2"])
+    assert launch.default_mask_age(a) == 1.0 + 3.0
+    assert launch.default_mask_age(launch.parse_args(["--model", "selfie"])) == 1.0
