@@ -330,3 +330,71 @@ def test_temporal_smoothing_is_skipped_for_unrelated_stills():
     accept_mask(state, np.full((h, w), 255, np.uint8), frame, continuous=False)
     accept_mask(state, np.full((h, w), 128, np.uint8), frame, continuous=False)
     assert np.allclose(state.mask.alpha, 128 / 255)  # ... but not across unrelated stills
+
+
+# --------------------------------------------------------------------------- issue 12: grid, band
+
+
+def _person_mask(h: int, w: int) -> np.ndarray:
+    m = np.zeros((h, w), np.uint8)
+    cv2.ellipse(m, (w // 2, h), (w // 5, int(h * 0.8)), 0, 180, 360, 255, -1)
+    return cv2.GaussianBlur(m, (0, 0), 3)
+
+
+def test_mask_is_stored_on_the_grid_and_a_model_sized_mask_gives_the_same_picture():
+    from compositor.compose import working_size
+
+    frame = photo()
+    h, w = frame.shape[:2]
+    full = _person_mask(h, w)
+    state = new_state(ComposeSettings())
+    accept_mask(state, full, frame, continuous=False)
+    assert state.mask.alpha.shape == working_size(h, w) and state.mask.alpha.dtype == np.float32
+    a_full = render(state, frame, privacy=True, mask_ok=True).alpha.copy()
+    # The model's own grid (256 wide, frame aspect), as a worker could send it.
+    grid = cv2.resize(full, (256, round(256 * h / w)), interpolation=cv2.INTER_AREA)
+    state2 = new_state(ComposeSettings())
+    accept_mask(state2, grid, frame, continuous=False)
+    a_grid = render(state2, frame, privacy=True, mask_ok=True).alpha
+    assert np.mean(np.abs(a_full.astype(int) - a_grid)) < 1.0
+    assert np.mean((a_full >= 128) != (a_grid >= 128)) < 0.002
+
+
+def test_render_alpha_replaces_the_stored_alpha_for_one_frame_only():
+    frame = photo()
+    h, w = frame.shape[:2]
+    state = new_state(ComposeSettings())
+    accept_mask(state, np.zeros((h, w), np.uint8), frame, continuous=False)
+    stored = state.mask.alpha.copy()
+    moved = np.ones_like(stored)  # e.g. a motion-compensated copy: here everything is person
+    r = render(state, frame, privacy=True, mask_ok=True, alpha=moved)
+    assert r.alpha.min() >= 254 and np.abs(r.image.astype(int) - frame).max() <= 1
+    assert np.array_equal(state.mask.alpha, stored)
+    assert render(state, frame, privacy=True, mask_ok=True).alpha.max() == 0
+    # Another aspect than the frame: fail closed, like a stored mask of another aspect.
+    r = render(state, frame, privacy=True, mask_ok=True, alpha=np.ones((10, 10), np.float32))
+    assert r.fail_closed
+
+
+@pytest.mark.parametrize("size", [(640, 360), (1280, 720), (853, 480)])
+def test_band_refinement_equals_the_dense_guided_upsampling(size):
+    """Per-pixel work only in the band: outside it a pixel takes its cell's class. Compared with
+    applying the interpolated coefficients to every pixel, almost nothing differs."""
+    from compositor import compose
+
+    w, h = size
+    frame = cv2.resize(cv2.imread(str(PHOTO)), (w, h), interpolation=cv2.INTER_AREA)
+    state = new_state(ComposeSettings())
+    accept_mask(state, _person_mask(h, w), frame, continuous=False)
+    alpha = render(state, frame, privacy=True, mask_ok=True).alpha
+    buf = state.buffers[(h, w)]
+    hp, wp = buf["out_p"].shape[:2]
+    fp = compose._padded(frame, hp, wp)
+    a, b, *_ = compose._grid_refine(state.mask.alpha, compose.MODEL_GRID_WIDTH, fp, buf)
+    q = cv2.resize(b, (wp, hp))
+    for c in range(3):
+        q += cv2.resize(a[c], (wp, hp)) * (fp[..., c].astype(np.float32) / 255)
+    t = np.clip((q - compose.OUT_LOW) / (compose.OUT_HIGH - compose.OUT_LOW), 0, 1)
+    dense = np.rint(t * t * (3 - 2 * t) * 255)[:h, :w]
+    assert np.mean(np.abs(dense - alpha) > 2) < 1e-3
+    assert np.mean((dense >= 128) != (alpha >= 128)) < 1e-3
