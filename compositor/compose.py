@@ -5,13 +5,18 @@ What the tutorial did and why we don't: it pasted a binary Mask R-CNN mask over 
 into the background right next to them (a halo that also reveals the silhouette), and the 41x41
 blur is the most expensive thing per frame. Here instead:
 
-* per mask (``accept_mask``, 1-30 times/s): threshold band around the model's decision boundary,
-  small dilation (hair, shoulders) and feathering, and temporal smoothing only where the model is
-  uncertain, all at a ~320 px wide working resolution;
-* per frame (``render``, camera rate): a fast guided filter (He et al.) whose coefficients are
-  computed at the working resolution and applied with THIS frame's full-resolution luma, so the
-  alpha snaps to real image edges; a mask-weighted, normalised blur at working resolution (no person
-  colour in the background); a uint8 alpha blend at full resolution.
+* per mask (``accept_mask``, 1-30 times/s): the model's probability is brought to the *mask grid*
+  (~160 px wide, frame / integer k) and smoothed over time only where it was uncertain in both
+  the previous and the new mask (flicker), never where it was confident in either (motion);
+* per frame (``render``, camera rate): guided upsampling of that probability with THIS frame: a
+  colour guided filter (He et al.) on the grid, radius tied to the model's grid (a few model
+  cells: how far the model's edge is typically off), whose coefficients are interpolated per
+  pixel and applied to the pixel's own colour. The edge therefore moves to an image edge only
+  where the frame has one near the mask's boundary (where it has none, the coefficients fall to
+  a local mean of the model's probability: the edge stays where the model put it). Per-pixel
+  work happens only in the band of grid cells where the edge can be; elsewhere a pixel is the
+  frame or the background by its cell's class (no float pass over the full frame). Background:
+  a mask-weighted, normalised blur at grid resolution (no person colour in it), upsampled.
 
 Every building block is a pure function; ``ComposeState`` only holds the latest mask, the opened
 background and buffers reused between frames (keyed by frame shape).
