@@ -148,4 +148,6 @@ class Picture:
             return None
         self.stats.sample("motion_ms", tracked.ms)
         self.stats.sample("motion_hidden_share", tracked.hidden_share)
+        self.stats.count("motion_tracked_frames")
+        self.stats.count("motion_hidden_frames", int(tracked.hidden_share > 0))  # any pixel
         return tracked.alpha
