@@ -23,15 +23,18 @@ The reference is the selfie model, not ground truth: its own flicker counts agai
 
     python bench/motion_lab.py                       # all clips, S in 0.5 1 2 4, default method
     python bench/motion_lab.py --variants all --intervals 2
-    python bench/motion_lab.py --cost                # cost only, 640x360 and 1280x720
+    python bench/motion_lab.py --cost                # cost only, 640x360 and 1280x720, 1 thread
+    python bench/motion_lab.py --variants none fresh-1 motion   # fresh-1: the reference's flicker
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -124,7 +127,9 @@ def work_alpha(mask: np.ndarray, frame_shape: tuple[int, int]) -> np.ndarray:
 
 VARIANTS: dict[str, MotionSettings | None] = {
     "none": None,  # the stale mask as is
-    "motion": MotionSettings(),  # the default: chained flow + change rule
+    "fresh-1": None,  # the reference's own flicker: the fresh mask of the previous frame
+    "motion": MotionSettings(),  # the default: chained flow + change rule in the swept band
+    "before": MotionSettings(hide_band=False),  # change rule everywhere in the mask (b4 band)
     "direct": MotionSettings(chain=False),  # one direct flow mask frame -> current frame
     "no-hide": MotionSettings(hide_unexplained=False),  # chained flow, no change rule
     "flow320": MotionSettings(flow_width=320),
@@ -182,10 +187,12 @@ def simulate(
     step: int,
     latency: int,
     settings: MotionSettings | None,
+    variant_name: str = "",
 ) -> Score:
     """Run one variant over one clip; ``fresh`` are working-resolution alphas per frame."""
     arrivals = schedule(len(frames), step, latency)
     comp = MotionCompensator(settings) if settings is not None else None
+    flicker = settings is None and variant_name == "fresh-1"
     sc = Score([], [], [], [], [], [])
     current: int | None = None
     for i, frame in enumerate(frames):
@@ -205,6 +212,8 @@ def simulate(
             applied = tr.alpha
             hidden = tr.hidden_share
             (sc.arrival_ms if arrived else sc.ms).append((time.perf_counter() - t0) * 1e3)
+        elif flicker:
+            applied = fresh[i - 1]
         else:
             applied = fresh[current]
         a, f = applied >= 0.5, fresh[i] >= 0.5
@@ -239,7 +248,7 @@ def lab(names: list[str], variants: list[str], intervals: list[float], latency_f
             step = max(1, round(s_int * fps))
             latency = max(0, round(latency_factor * s_int * fps))
             for v in variants:
-                r = simulate(frames, fresh, step, latency, variant(v)).row()
+                r = simulate(frames, fresh, step, latency, variant(v), v).row()
                 results.append((clip.name, s_int, v, r))
                 if r["n"] == 0:
                     print(f"{clip.name:<12}{s_int:>5g} {v[:22]:<22}{0:>5}  (clip shorter than 2S)")
@@ -253,49 +262,80 @@ def lab(names: list[str], variants: list[str], intervals: list[float], latency_f
     return results
 
 
-def cost(repeats: int = 3) -> None:
-    """Per-frame cost (observe + track, mask arrivals excluded) at 640x360 and 1280x720, with
-    OpenCV's default threads and with one thread; median over frames, median of ``repeats``."""
-    print(f"# machine: {describe()}")
-    jug = next((c for c in clips() if c.name == "juggling"), None)
-    sit = next((c for c in clips() if c.name == "sitting"), None)
+COST_VARIANTS: dict[str, MotionSettings] = {
+    "default": MotionSettings(),
+    "refine_every=1": MotionSettings(refine_every=1),
+    "no change rule": MotionSettings(hide_unexplained=False),
+}
+
+
+def _module_from(path: Path):
+    """Another version of compositor/motion.py (e.g. ``git show REV:compositor/motion.py``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("motion_other", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["motion_other"] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def cost(repeats: int = 5, threads: int = 1, other: Path | None = None) -> None:
+    """Per-frame cost (observe + track while a mask is active, mask arrivals excluded) at
+    640x360 and 1280x720, ``threads`` OpenCV threads. The variants run interleaved, one 150-frame
+    pass each in turn, ``repeats`` times, so they share the machine's load alike: compare them
+    side by side within one run (a shared machine inflates every number). Reports the median
+    and 10th percentile over all frames and the minimum."""
+    print(f"# machine: {describe()}; load average {os.getloadavg()[0]:.1f} at start")
     cases = []
-    if sit is not None:
-        cases.append(("640x360 sitting", sit, 640))
-    if jug is not None:
-        cases.append(("1280x720 juggling", jug, 1280))
+    for name, width in (("sitting", 640), ("juggling", 1280)):
+        clip = next((c for c in clips() if c.name == name), None)
+        if clip is not None:
+            cases.append((f"{width}x{width * 9 // 16} {name}", clip, width))
+    makers: dict[str, Callable[[], object]] = {
+        k: (lambda st=st: MotionCompensator(st)) for k, st in COST_VARIANTS.items()
+    }
+    if other is not None:
+        mod = _module_from(other)
+        makers[f"{other.name}"] = lambda: mod.MotionCompensator(mod.MotionSettings())
     default_threads = cv2.getNumThreads()
-    for label, clip, width in cases:
-        frames, fps = read_frames(clip, width)
-        frames = frames[:150]
-        shape = frames[0].shape[:2]
-        masks = fresh_masks(clip, frames, width) if width == WIDTH else None
-        hs, ws = masks[0].shape if masks is not None else compose.working_size(*shape)
-        alpha = np.zeros(compose.working_size(*shape), np.float32)
-        alpha[alpha.shape[0] // 4 :, alpha.shape[1] // 3 : 2 * alpha.shape[1] // 3] = 1.0
-        for threads in (default_threads, 1):
-            cv2.setNumThreads(threads)
-            meds, arr = [], []
+    cv2.setNumThreads(threads)
+    try:
+        for label, clip, width in cases:
+            frames, _ = read_frames(clip, width)
+            frames = frames[:150]
+            shape = frames[0].shape[:2]
+            if width == WIDTH:
+                alpha = work_alpha(fresh_masks(clip, frames, width)[0], shape)
+            else:
+                alpha = np.zeros(compose.working_size(*shape), np.float32)
+                h, w = alpha.shape
+                alpha[h // 4 :, w // 3 : 2 * w // 3] = 1.0
+            per: dict[str, list[float]] = {k: [] for k in makers}
+            arr: dict[str, list[float]] = {k: [] for k in makers}
             for _ in range(repeats):
-                comp = MotionCompensator()
-                per, per_arr = [], []
-                for i, f in enumerate(frames):
-                    t0 = time.perf_counter()
-                    comp.observe(i, f)
-                    arrived = i >= 60 and i % 60 == 0
-                    if arrived:
-                        comp.new_mask(alpha, i - 60, frames[i - 60])
-                    comp.track(i, f)
-                    dt = (time.perf_counter() - t0) * 1e3
-                    if i > 60:
-                        (per_arr if arrived else per).append(dt)
-                meds.append(statistics.median(per))
-                arr.extend(per_arr)
-            print(
-                f"{label:<20} threads={threads}: {statistics.median(meds):.2f} ms/frame median "
-                f"(runs {', '.join(f'{m:.2f}' for m in meds)}); mask arrival (60 frames late) "
-                f"{statistics.median(arr):.1f} ms"
-            )
+                for k, make in makers.items():
+                    comp = make()
+                    for i, f in enumerate(frames):
+                        t0 = time.perf_counter()
+                        comp.observe(i, f)
+                        arrived = i >= 60 and i % 60 == 0
+                        if arrived:
+                            comp.new_mask(alpha, i - 60, frames[i - 60])
+                        comp.track(i, f)
+                        dt = (time.perf_counter() - t0) * 1e3
+                        if i > 60:
+                            (arr[k] if arrived else per[k]).append(dt)
+            print(f"{label}, threads={threads}, load {os.getloadavg()[0]:.1f} at end:")
+            for k in makers:
+                x = np.array(per[k])
+                print(
+                    f"  {k:<22} median {np.median(x):6.2f}  p10 {np.percentile(x, 10):6.2f}  "
+                    f"min {x.min():6.2f} ms/frame (n={x.size}); arrival (60 frames late) "
+                    f"median {statistics.median(arr[k]):6.1f} ms",
+                    flush=True,
+                )
+    finally:
         cv2.setNumThreads(default_threads)
 
 
@@ -311,6 +351,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--latency", type=float, default=1.0, help="mask latency as a multiple of S")
     ap.add_argument("--cost", action="store_true", help="only the per-frame cost")
+    ap.add_argument("--threads", type=int, default=1, help="OpenCV threads for --cost")
+    ap.add_argument(
+        "--cost-other",
+        type=Path,
+        help="also time another motion.py, e.g. git show HEAD~3:compositor/motion.py > old.py",
+    )
     ap.add_argument("--cache-only", action="store_true", help="only compute the fresh masks")
     args = ap.parse_args(argv)
     if args.cache_only:
@@ -319,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             print(c.name, len(fr), fresh_masks(c, fr).shape, flush=True)
         return 0
     if args.cost:
-        cost()
+        cost(threads=args.threads, other=args.cost_other)
         return 0
     variants = list(VARIANTS) if args.variants == ["all"] else args.variants
     lab(args.clips, variants, args.intervals, args.latency)
