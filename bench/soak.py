@@ -66,6 +66,9 @@ def stage_name(pid: int) -> str:
     except OSError:
         return str(pid)
     words = [a.decode(errors="replace") for a in args if a]
+    if len(words) > 2 and words[1] == "-c" and "run_module('" in words[2]:
+        # the launcher's pre-started spare of a stage (waits for "go" on stdin)
+        return words[2].split("run_module('", 1)[1].split("'", 1)[0] + "-spare"
     if "-m" in words:
         name = words[words.index("-m") + 1]
         if "--name" in words:
