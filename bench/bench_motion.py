@@ -1,0 +1,199 @@
+"""Reused masks with and without motion compensation, measured through the real pipeline.
+
+For every clip with a person in ``../shared/media`` (the videos, and the DAVIS sequences made into
+clips), the pipeline runs live with the selfie model slowed to Mask R-CNN's timing by
+``--mask-interval S`` (0.5, 1, 2, 4 s), once with motion compensation and once with
+``--no-motion`` (the design as it was), side by side in one run. Every composited frame's applied
+alpha (``--save-alpha``) is compared with the same model's *fresh* alpha of that frame (a
+``--lockstep --save-alpha`` run: every frame gets its own mask):
+
+* IoU of alpha >= 128 (mean over frames; both empty = 1),
+* room shown: alpha >= 128 where the fresh mask says background, share of the frame (mean, p99),
+* person blurred: alpha < 128 where the fresh mask says person (mean),
+* hidden frames (fail-closed), motion cost (compositor ``motion_ms`` p50), display/capture rate.
+
+The reference is the model's own fresh output, not ground truth: this measures what reusing a mask
+costs, not the model. DAVIS sequences are 1.5-3.3 s long; they are played forward and backward
+twice (ping-pong, a natural motion reversal) to get clips long enough for 4 s intervals.
+
+    python bench/bench_motion.py                     # everything (~20 min on 2 cores)
+    python bench/bench_motion.py --clips anchor hike --intervals 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.harness import describe, launch_stats  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+SELFIE = SHARED / "models/selfie-segmentation"
+VIDEOS = SHARED / "media/videos"
+DAVIS = SHARED / "media/gt_video"
+CLIPS = {
+    "anchor": VIDEOS / "news_anchor_akiyo_cif.mp4",
+    "sitting": VIDEOS / "person_sitting_outdoors_pixabay35590.mp4",
+    "carphone": VIDEOS / "video_phone_carphone_qcif.mp4",
+    "juggling": VIDEOS / "person_juggling_ball_sam2.mp4",
+    "hike": DAVIS / "davis_hike/frames",
+    "dance-jump": DAVIS / "davis_dance-jump/frames",
+    "rollerblade": DAVIS / "davis_rollerblade/frames",
+    "tennis": DAVIS / "davis_tennis/frames",
+}
+MAX_SECONDS = 10.0  # of each video: enough masks at 4 s, a bench that ends
+MASKRCNN_MAX_AGE = "6"  # the slow model's fail-closed limit: the timing being reproduced
+
+
+def make_clip(source: Path, dest: Path) -> Path:
+    """An mp4 of at most MAX_SECONDS: a video's start, or a DAVIS folder played ping-pong x2."""
+    if source.is_dir():
+        frames = [cv2.imread(str(p)) for p in sorted(source.glob("*.jpg"))]
+        frames = (frames + frames[-2:0:-1]) * 2
+        fps = 24.0
+    else:
+        cap = cv2.VideoCapture(str(source))
+        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        frames = []
+        while len(frames) < MAX_SECONDS * fps:
+            ok, f = cap.read()
+            if not ok:
+                break
+            frames.append(f)
+        cap.release()
+    h, w = frames[0].shape[:2]
+    out = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for f in frames:
+        out.write(f)
+    out.release()
+    return dest
+
+
+def run(clip: Path, alpha_dir: Path, *extra: str) -> dict:
+    """One pipeline run over ``clip`` writing applied alphas; returns the merged stats."""
+    alpha_dir.mkdir(parents=True)
+    return launch_stats(
+        "--source",
+        str(clip),
+        "--model",
+        "selfie",
+        "--model-dir",
+        str(SELFIE),
+        "--headless",
+        "--save-alpha",
+        str(alpha_dir),
+        *extra,
+        timeout=600,
+    )
+
+
+def compare(live: Path, fresh: Path) -> dict:
+    """Per-frame agreement of the applied alphas with the fresh ones (frames present in both)."""
+    ious, shown, blurred = [], [], []
+    for f in sorted(live.glob("*.png")):
+        ref = fresh / f.name
+        if not ref.exists():
+            continue
+        a = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) >= 128
+        r = cv2.imread(str(ref), cv2.IMREAD_GRAYSCALE) >= 128
+        union = np.count_nonzero(a | r)
+        ious.append(np.count_nonzero(a & r) / union if union else 1.0)
+        shown.append(np.count_nonzero(a & ~r) / a.size)
+        blurred.append(np.count_nonzero(~a & r) / a.size)
+    if not ious:
+        return {"frames": 0}
+    return {
+        "frames": len(ious),
+        "iou": float(np.mean(ious)),
+        "room_mean": 100 * float(np.mean(shown)),
+        "room_p99": 100 * float(np.percentile(shown, 99)),
+        "blurred": 100 * float(np.mean(blurred)),
+    }
+
+
+def measure(name: str, clip: Path, tmp: Path, intervals: list[float], width: int) -> list[dict]:
+    fresh = tmp / f"{name}-fresh"
+    run(clip, fresh, "--lockstep", "--width", str(width))
+    rows = []
+    for s in intervals:
+        for motion in (False, True):
+            tag = f"{name}-{s:g}-{'motion' if motion else 'nomotion'}"
+            stats = run(
+                clip,
+                tmp / tag,
+                "--mask-interval",
+                str(s),
+                "--max-mask-age",
+                MASKRCNN_MAX_AGE,
+                "--width",
+                str(width),
+                *([] if motion else ["--no-motion"]),
+            )
+            comp = stats.get("stages", {}).get("compositor", {})
+            row = compare(tmp / tag, fresh)
+            row.update(
+                clip=name,
+                interval=s,
+                motion=motion,
+                hidden_frames=stats.get("fail_closed_frames", 0),
+                motion_ms=(comp.get("motion_ms") or {}).get("p50"),
+                rate=(stats.get("display_fps") or 0) / (stats.get("capture_fps") or 1),
+            )
+            rows.append(row)
+            print(format_row(row), flush=True)
+    return rows
+
+
+HEADER = (
+    f"{'clip':12} {'S':>4} {'motion':>6} {'frames':>6} {'IoU':>6} {'room%':>6} {'p99%':>6} "
+    f"{'blur%':>6} {'hidden':>6} {'ms':>5} {'disp/cap':>8}"
+)
+
+
+def format_row(r: dict) -> str:
+    if not r.get("frames"):
+        return f"{r['clip']:12} {r['interval']:>4g} {'on' if r['motion'] else 'off':>6} no frames"
+    ms = f"{r['motion_ms']:.2f}" if r.get("motion_ms") is not None else "-"
+    return (
+        f"{r['clip']:12} {r['interval']:>4g} {'on' if r['motion'] else 'off':>6} {r['frames']:>6} "
+        f"{r['iou']:>6.3f} {r['room_mean']:>6.2f} {r['room_p99']:>6.2f} {r['blurred']:>6.2f} "
+        f"{r['hidden_frames']:>6} {ms:>5} {r['rate']:>8.3f}"
+    )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clips", nargs="*", default=list(CLIPS), choices=list(CLIPS))
+    p.add_argument("--intervals", nargs="*", type=float, default=[0.5, 1.0, 2.0, 4.0])
+    p.add_argument("--width", type=int, default=640, help="pipeline working width")
+    a = p.parse_args()
+    print(describe())
+    print(f"selfie model, --mask-interval S, --max-mask-age {MASKRCNN_MAX_AGE}, --width {a.width}")
+    print(HEADER)
+    rows = []
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        for name in a.clips:
+            clip = make_clip(CLIPS[name], tmp / f"{name}.mp4")
+            rows += measure(name, clip, tmp, a.intervals, a.width)
+    print("\nratios at each interval (motion / no-motion): room shown, IoU, person blurred")
+    for off, on in zip(rows[::2], rows[1::2], strict=True):
+        if off.get("frames") and on.get("frames"):
+            room = on["room_mean"] / off["room_mean"] if off["room_mean"] else float("nan")
+            print(
+                f"{on['clip']:12} {on['interval']:>4g}  room x{room:.2f}  "
+                f"IoU {on['iou'] - off['iou']:+.3f}  blurred {on['blurred'] - off['blurred']:+.2f}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
