@@ -58,8 +58,6 @@ MODEL_GRID_WIDTH = 256
 # set out picks the same values on the other four in 4 of 5 cases (docs/compositing.md).
 GF_RADIUS_CELLS = 5.0
 GF_EPS = 1e-5
-# The guided filter's statistics are computed this many times coarser than the mask grid.
-GF_SUBSAMPLE = 1
 # Output: smoothstep between these values of the filtered probability (an antialiased edge about
 # one pixel wide, centred on the model's own decision boundary 0.5).
 OUT_LOW = 0.4
@@ -610,6 +608,11 @@ def gf_radius(grid_w: int, model_w: int) -> int:
     return max(1, round(GF_RADIUS_CELLS * grid_w / model_w))
 
 
+def _fit_radius(radius: int, h: int, w: int) -> int:
+    """The radius clamped so the reflected borders fit inside a tiny grid."""
+    return max(1, min(radius, (min(h, w) - 1) // 2))
+
+
 def _smoothstep(t: np.ndarray) -> np.ndarray:
     t = np.clip(t, 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
@@ -627,23 +630,8 @@ def _grid_refine(prob: np.ndarray, model_w: int, frame_p: np.ndarray, buf: dict)
     guide = small.transpose(2, 0, 1).astype(np.float32)  # planar B, G, R
     guide *= 1.0 / 255.0
     hs, ws = prob.shape
-    if GF_SUBSAMPLE > 1:
-        # Fast guided filter (He & Sun 2015): statistics and coefficients on a grid GF_SUBSAMPLE
-        # times coarser (they are box means, smooth by construction), interpolated back.
-        hc, wc = -(-hs // GF_SUBSAMPLE), -(-ws // GF_SUBSAMPLE)
-        small_c = cv2.resize(small, (wc, hc), interpolation=cv2.INTER_AREA)
-        guide_c = small_c.transpose(2, 0, 1).astype(np.float32)
-        guide_c *= 1.0 / 255.0
-        prob_c = cv2.resize(prob, (wc, hc), interpolation=cv2.INTER_AREA)
-        a_c, b_c = color_guided_coefficients(
-            guide_c, prob_c, gf_radius(wc, model_w), GF_EPS, scratch=buf
-        )
-        a = np.empty((3, hs, ws), np.float32)
-        for c in range(3):
-            cv2.resize(a_c[c], (ws, hs), dst=a[c], interpolation=cv2.INTER_LINEAR)
-        b = cv2.resize(b_c, (ws, hs), interpolation=cv2.INTER_LINEAR)
-    else:
-        a, b = color_guided_coefficients(guide, prob, gf_radius(ws, model_w), GF_EPS, scratch=buf)
+    radius = _fit_radius(gf_radius(ws, model_w), hs, ws)
+    a, b = color_guided_coefficients(guide, prob, radius, GF_EPS, scratch=buf)
     q = a[0] * guide[0]
     q += a[1] * guide[1]
     q += a[2] * guide[2]
@@ -766,7 +754,8 @@ def render(
         return _fail_closed(state, frame, buf)
     hs, ws = working_size(h, w)
 
-    if not state.settings.refine:  # raw model output, bilinear upsampling only (baseline)
+    if not state.settings.refine or min(hs, ws) < 3:  # raw: bilinear upsampling only
+        # (also for frames too small for a guided filter on the grid: a few pixels)
         raw = prob if prob.shape == (h, w) else cv2.resize(prob, (w, h))
         np.copyto(buf["alpha8"], np.clip(raw * 255.0 + 0.5, 0, 255).astype(np.uint8))
         small = downscale(frame, hs, ws, dst=buf["small"])
