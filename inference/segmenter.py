@@ -38,6 +38,17 @@ class Segmentation:
 
     mask: np.ndarray
     people: tuple[Person, ...] = ()
+    # The same probability on the model's own grid (same aspect as the frame, no larger), where
+    # the model has one: what the worker sends, since the compositor upsamples guided by the
+    # frame anyway (6x fewer pixels on the wire at 640 wide, 25x at 720p; same edge quality).
+    native: np.ndarray | None = None
+
+    def wire_mask(self, frame_shape: tuple[int, ...]) -> np.ndarray:
+        """The mask to send for a frame of ``frame_shape``: the native grid if it fits."""
+        n = self.native
+        if n is not None and n.shape[0] <= frame_shape[0] and n.shape[1] <= frame_shape[1]:
+            return n
+        return self.mask
 
 
 @dataclass(frozen=True)

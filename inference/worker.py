@@ -112,7 +112,7 @@ class Worker:
             self.stats.count("errors")
             self.say_ready(self.clock())
             return True
-        self.send_mask(frame, result.mask, now)
+        self.send_mask(frame, result.wire_mask(frame.image.shape), now)
         return True
 
     def send_mask(self, frame: protocol.Frame, mask, started: float) -> None:

@@ -97,3 +97,20 @@ def test_corrupt_model_is_a_fatal_error(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes((MODEL / name).read_bytes()[:5000])
     with pytest.raises(FatalError, match="selfie_segmentation.tflite"):
         open_segmenter("selfie", tmp_path, SegmenterOptions())
+
+
+def test_native_mask_is_the_letterbox_free_model_grid_and_fits_the_frame():
+    """What the worker sends: the model's own grid, cut to the frame's aspect, never larger."""
+    seg = open_segmenter("selfie", MODEL, SegmenterOptions())
+    for w, h in ((640, 360), (352, 288), (176, 144)):
+        frame = cv2.resize(cv2.imread(str(GT / "hsd_015.jpg")), (w, h))
+        out = seg.segment(frame)
+        sent = out.wire_mask(frame.shape)
+        assert sent.dtype == np.uint8 and sent.shape[0] <= h and sent.shape[1] <= w
+        assert abs(sent.shape[1] / sent.shape[0] - w / h) <= 0.02 * w / h
+        small = cv2.resize(out.mask, sent.shape[::-1], interpolation=cv2.INTER_AREA)
+        assert np.abs(small.astype(int) - sent.astype(int)).mean() < 8  # the same probability
+    assert seg.segment(np.zeros((360, 640, 3), np.uint8)).wire_mask((360, 640, 3)).shape == (
+        144,
+        256,
+    )

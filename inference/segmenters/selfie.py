@@ -60,13 +60,22 @@ def to_blob(frame: np.ndarray, size: tuple[int, int], fit: str = "letterbox") ->
     return cv2.dnn.blobFromImage(canvas, 1 / 255.0, swapRB=True)
 
 
+def native_prob(prob: np.ndarray, frame_w: int, frame_h: int, fit: str = "letterbox"):
+    """The network's probability map with the letterbox cut off: the frame's area only."""
+    if fit == "stretch":
+        return prob
+    w, h, left, top = letterbox_geometry(frame_w, frame_h, prob.shape[1], prob.shape[0])
+    return prob[top : top + h, left : left + w]
+
+
+def to_uint8(prob: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def to_mask(prob: np.ndarray, frame_w: int, frame_h: int, fit: str = "letterbox") -> np.ndarray:
     """The network's (h, w) probability map -> frame-sized soft uint8 mask, bilinear."""
-    if fit != "stretch":
-        w, h, left, top = letterbox_geometry(frame_w, frame_h, prob.shape[1], prob.shape[0])
-        prob = prob[top : top + h, left : left + w]
-    full = cv2.resize(prob.astype(np.float32), (frame_w, frame_h), interpolation=cv2.INTER_LINEAR)
-    return np.rint(np.clip(full, 0.0, 1.0) * 255.0).astype(np.uint8)
+    crop = native_prob(prob, frame_w, frame_h, fit).astype(np.float32)
+    return to_uint8(cv2.resize(crop, (frame_w, frame_h), interpolation=cv2.INTER_LINEAR))
 
 
 def load_net(path: Path) -> cv2.dnn.Net:
@@ -115,7 +124,8 @@ class Selfie:
             ) from e
         in_w, in_h = INPUT_SIZES[variant]
         prob = out.reshape(in_h, in_w)
-        return Segmentation(mask=to_mask(prob, w, h, self.fit), people=())
+        native = None if self.fit == "stretch" else to_uint8(native_prob(prob, w, h))
+        return Segmentation(mask=to_mask(prob, w, h, self.fit), people=(), native=native)
 
 
 def open(model_dir: Path | None, options: SegmenterOptions) -> Selfie:  # noqa: A001
