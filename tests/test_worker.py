@@ -101,7 +101,7 @@ def test_ready_frame_mask_heartbeat_on_the_wire(procs, tmp_path, comp):
     fid, _ = comp.frame(who, image, stream=42)
     _, mask, _ = comp.expect(protocol.Mask, 30, "the mask")
     assert (mask.frame_id, mask.stream, mask.worker) == (fid, 42, "w1")
-    assert mask.image.shape == (720, 1280) and mask.image.dtype == np.uint8
+    assert mask.image.shape == (144, 256) and mask.image.dtype == np.uint8  # the model grid
     assert mask.infer_ms > 0
     comp.heartbeat(who)  # an idle worker answers a heartbeat with READY
     again, ready, _ = comp.expect(protocol.Ready, 10, "READY answering the heartbeat")
