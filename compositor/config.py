@@ -28,7 +28,11 @@ class CompositorConfig:
     privacy: bool = option(
         True, "privacy mode at start", parse=on_off, show=show_on_off, metavar="on|off"
     )
-    blur: float = option(1.0, "background blur strength (1 = the tutorial's look)")
+    # 3: two cycles per letter of text a quarter of the frame high are left at 1 % contrast
+    # (tests/test_blur_default.py); 1 is the tutorial's look, which leaves such text legible.
+    blur: float = option(
+        3.0, "background blur: 1 = the tutorial's look, 3 hides text up to 1/4 of the height"
+    )
     background: Path | None = option(None, "replace the background with this image or video")
     background_color: str | None = option(None, "replace the background with a colour: '#2040a0'")
     refine: bool = option(True, "apply the raw model mask (bilinear only): the quality baseline")

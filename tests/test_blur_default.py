@@ -1,0 +1,39 @@
+"""The default blur hides large text on the wall behind the person (issue 11).
+
+Why a grating: reading a letter needs about two cycles of contrast per letter height (letter
+identification works in a band of 1.5-3 cycles per letter), so text of height h is unreadable once
+a grating of period h/2 keeps no more contrast than camera noise (1 %: ~2 grey levels for
+black-on-white). "Large" text here is a quarter of the frame high, e.g. a poster or a label.
+"""
+
+import numpy as np
+import pytest
+
+from compositor import compose
+from compositor.config import CompositorConfig
+
+H, W = 360, 640
+
+
+def contrast_left(blur: float, period: float) -> float:
+    """Share of a vertical grating's contrast the blurred background keeps (frame centre)."""
+    x = np.arange(W)
+    g = 128 + 100 * np.sin(2 * np.pi * x / period)
+    img = np.repeat(np.repeat(g[None, :, None], H, 0), 3, 2).astype(np.uint8)
+    state = compose.new_state(compose.ComposeSettings(blur=blur))
+    compose.accept_mask(state, np.zeros((H, W), np.uint8), img, continuous=False)
+    out = compose.render(state, img, privacy=True, mask_ok=True).image
+    centre = out[H // 4 : 3 * H // 4, W // 4 : 3 * W // 4, 1].astype(float)
+    return (centre.max() - centre.min()) / 2 / 100
+
+
+def test_default_blur_hides_text_a_quarter_of_the_frame_high():
+    letter = H / 4
+    assert contrast_left(CompositorConfig().blur, letter / 2) <= 0.01
+
+
+@pytest.mark.parametrize("blur", [1.0])
+def test_the_tutorial_look_does_not_and_stays_available(blur):
+    """--blur 1 (the tutorial's look) leaves such text at more than half its contrast."""
+    assert contrast_left(blur, H / 8) > 0.5
+    assert CompositorConfig(blur=blur).blur == 1.0
