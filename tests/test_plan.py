@@ -236,3 +236,10 @@ def test_mask_interval_raises_the_default_fail_closed_limit():
     a = launch.parse_args(["--model", "selfie", "--mask-interval", "2"])
     assert launch.default_mask_age(a) == 1.0 + 3.0
     assert launch.default_mask_age(launch.parse_args(["--model", "selfie"])) == 1.0
+
+
+def test_the_example_config_file_is_valid_and_the_command_line_wins():
+    path = Path(launch.__file__).resolve().parent / "docs" / "privacycam.example.toml"
+    a = launch.parse_args(["--config", str(path)])
+    assert (a.model, a.blur, a.mirror) == ("selfie", 2.0, True)
+    assert launch.parse_args(["--config", str(path), "--blur", "4"]).blur == 4.0
