@@ -116,9 +116,13 @@ class MotionSettings:
     # carphone showed 3.0 % room instead of 0.8 %.
     unexplained_px: float = 1000.0
     # Refine the map against the mask frame every this many frames (1 = every frame); between
-    # refinements the map is only chained. 2 halves the second DIS flow's cost; the lab's numbers
-    # moved by at most 0.02 IoU on any clip (docs/motion.md).
-    refine_every: int = 2
+    # refinements the map is only chained. 3: the refinement costs ~1 ms (DIS at 160 px), and at
+    # 2 the median frame at 640x360 is a refining one (3.7 ms, over the 3 ms budget); at 3 it is
+    # not. Quality moved by at most 0.01 IoU on any clip vs every frame (docs/motion.md).
+    refine_every: int = 3
+    # DIS finest scale of the refinement flow (-1: the same as ``dis_finest_scale``). Scale 2 is
+    # 4x cheaper but lost 0.1 IoU on carphone and juggling (docs/motion.md): not used.
+    refine_finest_scale: int = -1
 
 
 @dataclass
@@ -159,7 +163,8 @@ class MotionCompensator:
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         self._dis.setFinestScale(settings.dis_finest_scale)
         self._dis_ref = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        self._dis_ref.setFinestScale(settings.dis_finest_scale)
+        rs = settings.refine_finest_scale
+        self._dis_ref.setFinestScale(settings.dis_finest_scale if rs < 0 else rs)
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -314,7 +319,7 @@ class MotionCompensator:
                         self._update_noise(res)
                     if s.hide_band and s.hide_unexplained:
                         st = self._state[..., 2]
-                        st[res > self._threshold()] += s.unexplained_px
+                        np.add(st, s.unexplained_px, out=st, where=res > self._threshold())
                 self._refine(grey)
                 self._cum_id = frame_id
             elif measure and blur_prev is not None:
@@ -406,7 +411,7 @@ class MotionCompensator:
             self._state[..., 2] = self.settings.unexplained_px
             self._cum_id = cur.frame_id
         s = self.settings
-        cum = self._state[..., :2]
+        cum = np.ascontiguousarray(self._state[..., :2])
         ah, aw = self._alpha.shape[:2]
         fh, fw = cum.shape[:2]
         b = self._buf
@@ -421,7 +426,7 @@ class MotionCompensator:
         alpha = cv2.remap(self._alpha, mp, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         hidden_share = 0.0
         if s.hide_unexplained:
-            hidden = self._unexplained(np.ascontiguousarray(cum))
+            hidden = self._unexplained(cum)
             if hidden is not None:
                 hid = cv2.resize(hidden, (aw, ah), interpolation=cv2.INTER_NEAREST)
                 hid_bool = hid.view(bool)
@@ -459,12 +464,16 @@ class MotionCompensator:
                 motion[st[..., 2] >= s.unexplained_px] = s.unexplained_px
             # D(x): the largest motion within reach of x (the moving edge is where the motion is,
             # the uncovered room next to it may itself be still)
-            finite = motion[(inside > 0) & (motion < s.unexplained_px)]
-            reach = int(min(s.band_max_px, np.ceil(finite.max()) if finite.size else 0))
+            # uint8 flow px, rounded up (never below the motion; saturates at 255, more than any
+            # distance at flow resolution): 8-bit morphology is the fast one
+            motion8 = cv2.convertScaleAbs(motion, beta=0.5)
+            finite = cv2.bitwise_and(inside, (motion < s.unexplained_px).view(np.uint8))
+            top = cv2.minMaxLoc(motion, mask=finite)[1] if finite.any() else 0.0
+            reach = int(min(s.band_max_px, np.ceil(top)))
             if reach > 0:
                 k = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1))
-                motion = cv2.dilate(motion, k)
-            band_ok = dist <= motion + s.band_margin_px
+                motion8 = cv2.dilate(motion8, k)
+            band_ok = dist <= motion8 + np.float32(s.band_margin_px)
             cand &= band_ok
         bad &= cand
         out = bad.view(np.uint8)
