@@ -38,13 +38,15 @@ def option(
     parse: Callable[[str], Any] | None = None,
     show: Callable[[Any], str] | None = None,
     metavar: str | None = None,
+    const: Any = None,
     cli: bool = True,
 ) -> Any:
     """A setting: default, help text and how it is spelled on the command line.
 
     ``flag`` overrides the derived ``--field-name``; ``parse``/``show`` convert between the
     command-line text and the value (e.g. ``on``/``off`` for a bool); ``cli=False`` keeps a
-    setting out of the command line (set by code only).
+    setting out of the command line (set by code only); ``const`` makes the value optional on
+    the command line (``--flag`` alone means ``const``, ``--flag VALUE`` that value).
     """
     meta = {
         "help": help,
@@ -53,6 +55,7 @@ def option(
         "parse": parse,
         "show": show,
         "metavar": metavar,
+        "const": const,
         "cli": cli,
     }
     return field(default=default, metadata=meta)
@@ -121,6 +124,8 @@ def add_arguments(
                 kw["choices"] = meta["choices"]
             if meta["metavar"]:
                 kw["metavar"] = meta["metavar"]
+            if meta["const"] is not None:
+                kw.update(nargs="?", const=meta["const"])
         parser.add_argument(flag_name(f), **kw)
 
 
@@ -141,6 +146,8 @@ def to_argv(config: Any, skip: Iterable[str] = ()) -> list[str]:
         name = flag_name(f)
         if typ is bool and f.metadata["parse"] is None:
             argv.append(name)  # store_true / store_false: the flag alone flips the default
+        elif f.metadata["const"] is not None and value == f.metadata["const"]:
+            argv.append(name)  # an optional value left out
         else:
             show = f.metadata["show"]
             argv += [name, show(value) if show else _text(value)]

@@ -42,7 +42,11 @@ class DisplayConfig:
         None, "record the call picture (.mp4: crash-safe fragmented MP4; .avi/.mkv: not)"
     )
     virtual_camera: str | None = option(
-        None, "send the call picture to a virtual camera (DEVICE, or the first free one)", cli=False
+        None,
+        "send the call picture to a virtual camera: DEVICE (e.g. /dev/video10) or, without one, "
+        "the first free v4l2loopback / OBS device",
+        const=AUTO_DEVICE,
+        metavar="DEVICE",
     )
     mirror: bool = option(False, "mirror the self-view window (the call and recording are not)")
     max_frames: int = option(0, "quit after N frames (0 = never)")

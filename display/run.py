@@ -29,7 +29,7 @@ from common.errors import FatalError
 from common.runtime import Runtime
 from common.stats import Stats
 from display import picture
-from display.config import AUTO_DEVICE, DisplayConfig
+from display.config import DisplayConfig
 from display.recording import Recording, open_recording
 from display.vcam import Opener, VirtualCamera, open_pyvirtualcam
 from display.window import TITLE, Window, has_display
@@ -43,15 +43,6 @@ def build_parser() -> OneLineParser:
         description="Show the privacy-mode picture: 'p' toggles privacy, 's' stats, 'q' quits.",
     )
     settings.add_arguments(p, DisplayConfig)
-    p.add_argument(
-        "--virtual-camera",
-        nargs="?",
-        const=AUTO_DEVICE,
-        default=None,
-        metavar="DEVICE",
-        help="send the call picture to a virtual camera: DEVICE (e.g. /dev/video10) or, "
-        "without one, the first free v4l2loopback / OBS device",
-    )
     return p
 
 
