@@ -11,4 +11,10 @@ from inference.run import parse, run  # noqa: E402
 
 if len(sys.argv) > 1 and sys.argv[1] == "keys":
     sys.exit(keys_main(sys.argv[2:]))
-sys.exit(main("inference", parse, run))
+code = main("inference", parse, run)
+# A forward pass still running inside OpenCV (the worker was stopped mid-pass) cannot be joined;
+# letting the interpreter tear down around it ends in C++'s "terminate called without an active
+# exception" and SIGABRT. Everything worth keeping (stats, logs) is written by now: leave at once.
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code)
