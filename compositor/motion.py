@@ -143,11 +143,183 @@ class _Entry:
 
 
 FLOW_Q = 32.0
+_REPLICATE = cv2.BORDER_REPLICATE
 
 
 def _identity(h: int, w: int) -> np.ndarray:
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     return np.dstack([xs, ys])
+
+
+def _small_grey(frame: np.ndarray, halvings: int) -> np.ndarray:
+    """Frame -> grey at flow resolution by exact halvings (each a 2x2 box average)."""
+    img = frame
+    n = halvings
+    if n > 0:
+        h, w = img.shape[:2]
+        img = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
+        n -= 1
+    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
+    while n > 0:
+        h, w = grey.shape[:2]
+        grey = cv2.resize(grey, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
+        n -= 1
+    return grey
+
+
+def _blurred(grey: np.ndarray, sigma: float) -> np.ndarray:
+    g = grey.astype(np.float32)
+    return cv2.GaussianBlur(g, (0, 0), sigma) if sigma > 0 else g
+
+
+def _halvings(shape: tuple[int, int], flow_width: int) -> int:
+    """How many halvings bring a frame of ``shape`` down to about ``flow_width`` wide."""
+    h, w = shape
+    n = 0
+    while w / 2 ** (n + 1) >= flow_width * 0.75 and h / 2 ** (n + 1) >= 16:
+        n += 1
+    return n
+
+
+def _noise_update(noise: float, res: np.ndarray) -> float:
+    """Robust sigma (1.4826 x median absolute residual) of this frame vs the previous one seen
+    through the flow, on the same blurred pictures the change rule compares; kept as a slow
+    running mean (camera gain changes slowly, single frames with motion are outliers the median
+    already ignores)."""
+    sigma = 1.4826 * float(np.median(res))
+    return sigma if noise == 0.0 else 0.8 * noise + 0.2 * sigma
+
+
+def _new_state(ident: np.ndarray) -> np.ndarray:
+    """Flow res HxWx4: [x, y] current pixel -> mask frame coords (identity), accumulated motion
+    (0), scratch (the previous frame's blurred grey, so the frame-to-frame residual comes out of
+    the remap that advances the map)."""
+    st = np.empty(ident.shape[:2] + (4,), np.float32)
+    st[..., :2] = ident
+    st[..., 2] = 0.0
+    return st
+
+
+def _warp_alpha(alpha: np.ndarray, cum: np.ndarray, buf: dict[str, np.ndarray]) -> np.ndarray:
+    """The mask's alpha seen through the map ``cum`` (flow res, mask frame coords), resampled
+    once at the alpha's own size. ``buf`` keeps the map's buffers between frames."""
+    ah, aw = alpha.shape[:2]
+    fh, fw = cum.shape[:2]
+    if "map" not in buf:
+        buf["map"] = np.empty((ah, aw, 2), np.float32)
+        buf["scale"] = np.array([aw / fw, ah / fh], np.float32)
+        buf["shift"] = np.array([0.5 * aw / fw - 0.5, 0.5 * ah / fh - 0.5], np.float32)
+    mp = cv2.resize(cum, (aw, ah), dst=buf["map"], interpolation=cv2.INTER_LINEAR)
+    # flow px -> alpha px, pixel centres: x_a = (x_f + 0.5) * s - 0.5
+    mp *= buf["scale"]
+    mp += buf["shift"]
+    return cv2.remap(alpha, mp, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _band(
+    s: MotionSettings, small_alpha: np.ndarray, disp: np.ndarray, accumulated: np.ndarray
+) -> np.ndarray:
+    """bool, flow res: pixels within D + margin of the warped mask's edge, D the largest motion
+    since the mask frame within reach (the moving edge is where the motion is, the uncovered room
+    next to it may itself be still). ``disp``: map - identity; ``accumulated``: the state's
+    motion channel (>= ``unexplained_px`` where the occlusion check failed)."""
+    # distance (flow px) of each pixel inside the warped mask to its edge
+    inside = (small_alpha >= 0.5).view(np.uint8)
+    dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
+    motion = cv2.magnitude(disp[..., 0], disp[..., 1])
+    if s.band_path:
+        motion = np.maximum(accumulated, motion)
+    else:
+        motion[accumulated >= s.unexplained_px] = s.unexplained_px
+    # uint8 flow px, rounded up (never below the motion; saturates at 255, more than any
+    # distance at flow resolution): 8-bit morphology is the fast one
+    motion8 = cv2.convertScaleAbs(motion, beta=0.5)
+    finite = cv2.bitwise_and(inside, (motion < s.unexplained_px).view(np.uint8))
+    top = cv2.minMaxLoc(motion, mask=finite)[1] if finite.any() else 0.0
+    reach = int(min(s.band_max_px, np.ceil(top)))
+    if reach > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1))
+        motion8 = cv2.dilate(motion8, k)
+    return dist <= motion8 + np.float32(s.band_margin_px)
+
+
+def _grow(
+    s: MotionSettings,
+    out: np.ndarray,
+    calm: np.ndarray,
+    small_alpha: np.ndarray,
+) -> np.ndarray:
+    """Grow the hidden set ``out`` (uint8 0/1) by ``hide_grow_px`` with hysteresis: a pixel of
+    the grown ring stays visible only where the flow-res analysis vouches for it (``calm``:
+    residual below ``hide_grow_low`` x the threshold, or outside the band; and person there,
+    warped alpha >= 0.5). Elsewhere the ring is hidden, as a plain dilation would (the blurred
+    border of a change; the working-res alpha's edge, which can reach a flow pixel the flow-res
+    alpha calls background). The holes inside a change are closed: where the person's texture
+    happens to match the room's, the room would show through."""
+    k = 2 * (s.hide_grow_px + s.hide_open_px) + 1
+    ring = cv2.dilate(out, np.ones((k, k), np.uint8))
+    if s.hide_grow_low <= 0:
+        return ring
+    big = np.ones((2 * k - 1, 2 * k - 1), np.uint8)
+    closed = cv2.erode(cv2.dilate(out, big), big)
+    ring[calm & (small_alpha >= 0.5)] = 0
+    return closed | ring
+
+
+def _hidden(
+    s: MotionSettings,
+    res: np.ndarray,
+    thr: float,
+    small_alpha: np.ndarray,
+    disp: np.ndarray,
+    accumulated: np.ndarray,
+) -> np.ndarray | None:
+    """The change rule at flow res: uint8 0/1 where the residual ``res`` against the mask frame
+    is above ``thr``, the warped alpha calls the pixel (partly) person, within the band; grown.
+    None when nothing is hidden."""
+    bad = res > thr
+    if not bad.any():
+        return None
+    cand = small_alpha > s.hide_min_alpha  # where the room could show
+    band_ok = None
+    if s.hide_band:
+        band_ok = _band(s, small_alpha, disp, accumulated)
+        cand &= band_ok
+    bad &= cand
+    out = bad.view(np.uint8)
+    if s.hide_open_px > 0:
+        k = 2 * s.hide_open_px + 1
+        out = cv2.erode(out, np.ones((k, k), np.uint8))
+    if s.hide_grow_px > 0 and out.any():
+        calm = res <= s.hide_grow_low * thr
+        if band_ok is not None:
+            calm |= ~band_ok
+        out = _grow(s, out, calm, small_alpha)
+    return out
+
+
+def _change_rule(
+    s: MotionSettings,
+    mask_ref: np.ndarray,
+    blur_cur: np.ndarray,
+    state: np.ndarray,
+    ident: np.ndarray,
+    thr: float,
+    alpha: np.ndarray,
+) -> float:
+    """The change rule: the mask frame (``mask_ref``: [blurred grey, alpha] at flow res) seen
+    through the state's map vs this frame (``blur_cur``); hides (alpha 0, in place) what motion
+    does not explain. Returns the share of the frame it hid."""
+    cum = np.ascontiguousarray(state[..., :2])
+    ref = cv2.remap(mask_ref, cum, None, cv2.INTER_LINEAR, borderMode=_REPLICATE)
+    res = cv2.absdiff(blur_cur, ref[..., 0])
+    hidden = _hidden(s, res, thr, ref[..., 1], cum - ident, state[..., 2])
+    if hidden is None:
+        return 0.0
+    hid = cv2.resize(hidden, alpha.shape[1::-1], interpolation=cv2.INTER_NEAREST).view(bool)
+    share = float(np.count_nonzero(hid & (alpha > 0))) / hid.size
+    alpha[hid] = 0.0
+    return share
 
 
 class MotionCompensator:
@@ -167,8 +339,6 @@ class MotionCompensator:
         self._dis_ref.setFinestScale(settings.dis_finest_scale if rs < 0 else rs)
         self.reset()
 
-    # ------------------------------------------------------------------ state
-
     def reset(self) -> None:
         """Forget everything: the stream changed (new source, new frame size)."""
         self._shape: tuple[int, int] | None = None  # (h, w) of the frames
@@ -180,15 +350,11 @@ class MotionCompensator:
         self._mask_ms = 0.0  # new_mask's cost, reported with the next track()
         self._frames_seen = 0
         self._blur_cur: np.ndarray | None = None  # blurred grey of the newest frame (float32)
-        self._blur_id: int | None = None
-        # the active mask
+        # the active mask: alpha, the mask frame at flow res (uint8, for DIS) and [blurred grey,
+        # alpha] (float32 HxWx2, warped by one remap); the state (see _new_state)
         self._alpha: np.ndarray | None = None
-        self._mask_grey8: np.ndarray | None = None  # mask frame at flow res, uint8 (for DIS)
-        # mask frame at flow res: [blurred grey, alpha] (float32 HxWx2), warped by one remap
+        self._mask_grey8: np.ndarray | None = None
         self._mask_ref: np.ndarray | None = None
-        # flow res HxWx4: [x, y] current pixel -> mask frame coords, accumulated motion (flow
-        # px) along that pixel's track, scratch (the previous frame's blurred grey, so the
-        # frame-to-frame residual comes out of the same remap)
         self._state: np.ndarray | None = None
         self._cum_id: int | None = None  # frame the map is up to date for
         self._since_refine = 0
@@ -201,81 +367,31 @@ class MotionCompensator:
     @property
     def memory_bytes(self) -> int:
         """Bytes held by the history (bounded by ``history_frames``)."""
-        n = 0
-        for e in self._history:
-            n += e.grey.nbytes + (e.back.nbytes if e.back is not None else 0)
-        return n
-
-    # ------------------------------------------------------------------ helpers
-
-    def _small_grey(self, frame: np.ndarray) -> np.ndarray:
-        """Frame -> grey at flow resolution by exact halvings (each a 2x2 box average)."""
-        img = frame
-        n = self._halvings
-        if n > 0:
-            h, w = img.shape[:2]
-            img = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
-            n -= 1
-        grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
-        while n > 0:
-            h, w = grey.shape[:2]
-            grey = cv2.resize(grey, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
-            n -= 1
-        return grey
-
-    def _blurred(self, grey: np.ndarray) -> np.ndarray:
-        s = self.settings.residual_blur
-        g = grey.astype(np.float32)
-        return cv2.GaussianBlur(g, (0, 0), s) if s > 0 else g
-
-    def _setup(self, shape: tuple[int, int]) -> None:
-        self.reset()
-        self._shape = shape
-        h, w = shape
-        n = 0
-        while w / 2 ** (n + 1) >= self.settings.flow_width * 0.75 and h / 2 ** (n + 1) >= 16:
-            n += 1
-        self._halvings = n
-
-    def _flow(self, to_grey: np.ndarray, from_grey: np.ndarray) -> np.ndarray:
-        """Flow such that from_grey(x) ~ to_grey(x + flow(x))."""
-        return self._dis.calc(from_grey, to_grey, None)
+        return sum(e.grey.nbytes + (0 if e.back is None else e.back.nbytes) for e in self._history)
 
     def _threshold(self) -> float:
         s = self.settings
         return max(s.residual_threshold, s.noise_factor * self._noise)
 
-    def _update_noise(self, res: np.ndarray) -> None:
-        """Robust sigma (1.4826 x median absolute residual) of this frame vs the previous one
-        seen through the flow, on the same blurred pictures the change rule compares; kept as a
-        slow running mean (camera gain changes slowly, single frames with motion are outliers
-        the median already ignores)."""
-        sigma = 1.4826 * float(np.median(res))
-        self._noise = sigma if self._noise == 0.0 else 0.8 * self._noise + 0.2 * sigma
-
-    def _new_state(self, blur_prev: np.ndarray | None) -> np.ndarray:
-        st = np.empty(self._ident.shape[:2] + (4,), np.float32)
-        st[..., :2] = self._ident
-        st[..., 2] = 0.0
-        if blur_prev is not None:
-            st[..., 3] = blur_prev
-        return st
-
     def _advance(self, back: np.ndarray, blur_prev: np.ndarray | None = None) -> np.ndarray | None:
         """``back``: float32 flow this frame -> previous frame. Extend the state by one frame:
-        cum'(x) = cum(x + back(x)), the accumulated motion
-        likewise plus |back(x)|. With ``blur_prev`` (the previous frame, blurred) it is warped
-        by the same remap and the frame-to-frame residual of the newest frame is returned."""
+        cum'(x) = cum(x + back(x)), the accumulated motion likewise plus |back(x)|. With
+        ``blur_prev`` (the previous frame, blurred) it is warped by the same remap and the
+        frame-to-frame residual of the newest frame is returned."""
         st = self._state
-        m = self._ident + back
         if blur_prev is not None:
             st[..., 3] = blur_prev
-        st = cv2.remap(st, m, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        st = cv2.remap(st, self._ident + back, None, cv2.INTER_LINEAR, borderMode=_REPLICATE)
         st[..., 2] += cv2.magnitude(back[..., 0], back[..., 1])
         self._state = st
-        if blur_prev is None:
-            return None
-        return cv2.absdiff(self._blur_cur, st[..., 3])
+        return None if blur_prev is None else cv2.absdiff(self._blur_cur, st[..., 3])
+
+    def _occlusion_check(self, res: np.ndarray) -> None:
+        """Where the frame-to-frame residual fails, the motion becomes unbounded."""
+        s = self.settings
+        if s.hide_band and s.hide_unexplained:
+            acc = self._state[..., 2]
+            np.add(acc, s.unexplained_px, out=acc, where=res > self._threshold())
 
     def _refine(self, grey: np.ndarray, force: bool = False) -> None:
         """Refine the map by a direct flow current -> mask frame, initialised with the map."""
@@ -290,47 +406,45 @@ class MotionCompensator:
         flow = self._dis_ref.calc(grey, self._mask_grey8, init)
         self._state[..., :2] = self._ident + flow
 
-    # ------------------------------------------------------------------ interface
+    def _direct(self, mask_grey: np.ndarray, grey: np.ndarray) -> None:
+        """The map from one direct flow (no chain): the motion on the way is unknown, so it is
+        unbounded everywhere (privacy first)."""
+        self._state = _new_state(self._ident)
+        self._state[..., :2] = self._ident + self._dis.calc(grey, mask_grey, None)
+        self._state[..., 2] = self.settings.unexplained_px
 
     def observe(self, frame_id: int, frame: np.ndarray) -> None:
         """Every frame the compositor receives, in order (BGR uint8, full size)."""
         t0 = self.clock()
         s = self.settings
-        shape = frame.shape[:2]
-        if shape != self._shape:
-            self._setup(shape)
-        grey = self._small_grey(frame)
+        if frame.shape[:2] != self._shape:
+            self.reset()
+            self._shape = frame.shape[:2]
+            self._halvings = _halvings(self._shape, s.flow_width)
+        grey = _small_grey(frame, self._halvings)
         if self._ident is None:
             self._ident = _identity(*grey.shape)
-        blur_prev = self._blur_cur if self._blur_id is not None else None
-        self._blur_cur = self._blurred(grey)
-        self._blur_id = frame_id
+        blur_prev = self._blur_cur
+        self._blur_cur = _blurred(grey, s.residual_blur)
         back = None
         if self._history:
             prev = self._history[-1]
-            flow = self._flow(prev.grey, grey)
+            flow = self._dis.calc(grey, prev.grey, None)
             back = np.rint(flow * FLOW_Q).astype(np.int16)
             self._frames_seen += 1
             measure = self._frames_seen % s.noise_every == 1
             if self._state is not None and self._cum_id == prev.frame_id:
                 res = self._advance(flow, blur_prev)
-                if res is not None:
-                    if measure:
-                        self._update_noise(res)
-                    if s.hide_band and s.hide_unexplained:
-                        st = self._state[..., 2]
-                        np.add(st, s.unexplained_px, out=st, where=res > self._threshold())
+                if measure:
+                    self._noise = _noise_update(self._noise, res)
+                self._occlusion_check(res)
                 self._refine(grey)
                 self._cum_id = frame_id
-            elif measure and blur_prev is not None:
+            elif measure:
                 warped = cv2.remap(
-                    blur_prev,
-                    self._ident + flow,
-                    None,
-                    cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_REPLICATE,
+                    blur_prev, self._ident + flow, None, cv2.INTER_LINEAR, None, _REPLICATE
                 )
-                self._update_noise(cv2.absdiff(self._blur_cur, warped))
+                self._noise = _noise_update(self._noise, cv2.absdiff(self._blur_cur, warped))
         self._history.append(_Entry(frame_id, grey, back))
         self._observe_ms = (self.clock() - t0) * 1e3
 
@@ -347,55 +461,43 @@ class MotionCompensator:
         if self._shape is None or mask_frame.shape[:2] != self._shape:
             # Another stream's mask (or nothing observed yet): it cannot be carried to these
             # frames. Drop it; the compositor fails closed or shows it uncompensated.
-            self._alpha = None
-            self._state = None
+            self._alpha = self._state = None
             return
+        s = self.settings
         self._alpha = np.ascontiguousarray(alpha, dtype=np.float32)
-        hist = self._history
-        ids = [e.frame_id for e in hist]
-        cur = hist[-1]
-        idx = None
-        if frame_id in ids:
-            idx = ids.index(frame_id)
-            mask_grey = hist[idx].grey
-        else:
-            mask_grey = self._small_grey(mask_frame)
-        fh, fw = mask_grey.shape
-        self._mask_ref = np.dstack(
-            [
-                self._blurred(mask_grey),
-                cv2.resize(self._alpha, (fw, fh), interpolation=cv2.INTER_AREA),
-            ]
-        )
-        self._mask_grey8 = mask_grey
-        self._state = self._new_state(None)
-        if idx is not None and self.settings.chain:
-            # Carry over every frame since F; the frame-to-frame residuals are recomputed from
-            # the stored grey copies (blurred once each), so a disocclusion or a cut on the way
-            # counts as unbounded motion exactly as if the mask had been there all along.
-            entries = list(hist)[idx:]
-            band = self.settings.hide_band and self.settings.hide_unexplained
-            blur_prev = self._blurred(entries[0].grey) if band else None
-            keep = self._blur_cur
-            for e in entries[1:]:
-                back = e.back.astype(np.float32) * (1.0 / FLOW_Q)
-                if band:
-                    self._blur_cur = self._blurred(e.grey) if e is not cur else keep
-                    res = self._advance(back, blur_prev)
-                    self._state[..., 2][res > self._threshold()] += self.settings.unexplained_px
-                    blur_prev = self._blur_cur
-                else:
-                    self._advance(back)
-            self._blur_cur = keep
-        elif idx is not None and idx == len(hist) - 1:
-            pass
-        else:
-            self._state[..., :2] = self._ident + self._flow(mask_grey, cur.grey)
-            # no chain, no knowledge of the motion on the way: unbounded (privacy first)
-            self._state[..., 2] = self.settings.unexplained_px
-        self._refine(cur.grey, force=True)
-        self._cum_id = cur.frame_id
+        hist = list(self._history)
+        idx = next((i for i, e in enumerate(hist) if e.frame_id == frame_id), None)
+        grey = hist[idx].grey if idx is not None else _small_grey(mask_frame, self._halvings)
+        small = cv2.resize(self._alpha, grey.shape[::-1], interpolation=cv2.INTER_AREA)
+        self._mask_ref = np.dstack([_blurred(grey, s.residual_blur), small])
+        self._mask_grey8 = grey
+        self._state = _new_state(self._ident)
+        if idx is not None and s.chain:
+            self._replay(hist[idx:])
+        elif idx is None or idx != len(hist) - 1:
+            self._direct(grey, hist[-1].grey)
+        self._refine(hist[-1].grey, force=True)
+        self._cum_id = hist[-1].frame_id
         self._buf = {}
+
+    def _replay(self, entries: list[_Entry]) -> None:
+        """Carry the map over every frame since F; the frame-to-frame residuals are recomputed
+        from the stored grey copies (blurred once each), so a disocclusion or a cut on the way
+        counts as unbounded motion exactly as if the mask had been there all along."""
+        s = self.settings
+        check = s.hide_band and s.hide_unexplained
+        blur_prev = _blurred(entries[0].grey, s.residual_blur) if check else None
+        keep = self._blur_cur
+        for e in entries[1:]:
+            back = e.back.astype(np.float32) * (1.0 / FLOW_Q)
+            if check:
+                last = e is entries[-1]
+                self._blur_cur = keep if last else _blurred(e.grey, s.residual_blur)
+                self._occlusion_check(self._advance(back, blur_prev))
+                blur_prev = self._blur_cur
+            else:
+                self._advance(back)
+        self._blur_cur = keep
 
     def track(self, frame_id: int, frame: np.ndarray) -> Tracked | None:
         """The alpha to apply to this frame (``observe`` was called for it just before)."""
@@ -406,100 +508,15 @@ class MotionCompensator:
         if self._cum_id != cur.frame_id:
             # observe() was not called for this frame (should not happen): chain from scratch
             # by a direct flow, never show an uncompensated mask silently.
-            self._state = self._new_state(None)
-            self._state[..., :2] = self._ident + self._flow(self._mask_grey8, cur.grey)
-            self._state[..., 2] = self.settings.unexplained_px
+            self._direct(self._mask_grey8, cur.grey)
             self._cum_id = cur.frame_id
-        s = self.settings
         cum = np.ascontiguousarray(self._state[..., :2])
-        ah, aw = self._alpha.shape[:2]
-        fh, fw = cum.shape[:2]
-        b = self._buf
-        if "map" not in b:
-            b["map"] = np.empty((ah, aw, 2), np.float32)
-            b["scale"] = np.array([aw / fw, ah / fh], np.float32)
-            b["shift"] = np.array([0.5 * aw / fw - 0.5, 0.5 * ah / fh - 0.5], np.float32)
-        mp = cv2.resize(cum, (aw, ah), dst=b["map"], interpolation=cv2.INTER_LINEAR)
-        # flow px -> alpha px, pixel centres: x_a = (x_f + 0.5) * s - 0.5
-        mp *= b["scale"]
-        mp += b["shift"]
-        alpha = cv2.remap(self._alpha, mp, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = _warp_alpha(self._alpha, cum, self._buf)
         hidden_share = 0.0
-        if s.hide_unexplained:
-            hidden = self._unexplained(cum)
-            if hidden is not None:
-                hid = cv2.resize(hidden, (aw, ah), interpolation=cv2.INTER_NEAREST)
-                hid_bool = hid.view(bool)
-                hidden_share = float(np.count_nonzero(hid_bool & (alpha > 0))) / hid.size
-                alpha[hid_bool] = 0.0
+        if self.settings.hide_unexplained:
+            ref, cur, st = self._mask_ref, self._blur_cur, self._state
+            thr = self._threshold()
+            hidden_share = _change_rule(self.settings, ref, cur, st, self._ident, thr, alpha)
         ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3
         self._mask_ms = 0.0
         return Tracked(alpha=alpha, hidden_share=hidden_share, ms=ms)
-
-    def _unexplained(self, cum: np.ndarray) -> np.ndarray | None:
-        """uint8 0/1, flow resolution: person-ish pixels whose change motion does not explain,
-        within the band the silhouette can have swept since the mask frame."""
-        s = self.settings
-        ref = cv2.remap(
-            self._mask_ref, cum, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
-        res = cv2.absdiff(self._blur_cur, ref[..., 0])
-        thr = self._threshold()
-        bad = res > thr
-        if not bad.any():
-            return None
-        small_alpha = ref[..., 1]
-        cand = small_alpha > s.hide_min_alpha  # where the room could show
-        band_ok = None
-        if s.hide_band:
-            # distance (flow px) of each pixel inside the warped mask to its edge
-            inside = (small_alpha >= 0.5).view(np.uint8)
-            dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
-            st = self._state
-            disp = cum - self._ident
-            motion = cv2.magnitude(disp[..., 0], disp[..., 1])
-            if s.band_path:
-                motion = np.maximum(st[..., 2], motion)
-            else:
-                motion[st[..., 2] >= s.unexplained_px] = s.unexplained_px
-            # D(x): the largest motion within reach of x (the moving edge is where the motion is,
-            # the uncovered room next to it may itself be still)
-            # uint8 flow px, rounded up (never below the motion; saturates at 255, more than any
-            # distance at flow resolution): 8-bit morphology is the fast one
-            motion8 = cv2.convertScaleAbs(motion, beta=0.5)
-            finite = cv2.bitwise_and(inside, (motion < s.unexplained_px).view(np.uint8))
-            top = cv2.minMaxLoc(motion, mask=finite)[1] if finite.any() else 0.0
-            reach = int(min(s.band_max_px, np.ceil(top)))
-            if reach > 0:
-                k = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1))
-                motion8 = cv2.dilate(motion8, k)
-            band_ok = dist <= motion8 + np.float32(s.band_margin_px)
-            cand &= band_ok
-        bad &= cand
-        out = bad.view(np.uint8)
-        if s.hide_open_px > 0:
-            k = 2 * s.hide_open_px + 1
-            out = cv2.erode(out, np.ones((k, k), np.uint8))
-        if s.hide_grow_px > 0 and out.any():
-            k = 2 * (s.hide_grow_px + s.hide_open_px) + 1
-            kernel = np.ones((k, k), np.uint8)
-            ring = cv2.dilate(out, kernel)
-            if s.hide_grow_low > 0:
-                # hysteresis: a pixel of the grown ring stays visible only where the flow-res
-                # analysis vouches for it: person there (warped alpha >= 0.5) and its residual
-                # below this share of the threshold (or outside the band). Elsewhere the ring is
-                # hidden, as a plain dilation would (the blurred border of a change; the
-                # working-res alpha's edge, which can reach a flow pixel the flow-res alpha calls
-                # background). The holes inside a change are closed: where the person's texture
-                # happens to match the room's, the room would show through.
-                big = np.ones((2 * k - 1, 2 * k - 1), np.uint8)
-                closed = cv2.erode(cv2.dilate(out, big), big)
-                calm = res <= s.hide_grow_low * thr
-                if band_ok is not None:
-                    calm |= ~band_ok
-                vouched = calm & (small_alpha >= 0.5)
-                ring[vouched] = 0
-                out = closed | ring
-            else:
-                out = ring
-        return out
