@@ -303,14 +303,15 @@ def _change_rule(
     mask_ref: np.ndarray,
     blur_cur: np.ndarray,
     state: np.ndarray,
+    cum: np.ndarray,
     ident: np.ndarray,
     thr: float,
     alpha: np.ndarray,
 ) -> float:
     """The change rule: the mask frame (``mask_ref``: [blurred grey, alpha] at flow res) seen
     through the state's map vs this frame (``blur_cur``); hides (alpha 0, in place) what motion
-    does not explain. Returns the share of the frame it hid."""
-    cum = np.ascontiguousarray(state[..., :2])
+    does not explain. ``cum``: the state's map, contiguous. Returns the share of the frame it
+    hid."""
     ref = cv2.remap(mask_ref, cum, None, cv2.INTER_LINEAR, borderMode=_REPLICATE)
     res = cv2.absdiff(blur_cur, ref[..., 0])
     hidden = _hidden(s, res, thr, ref[..., 1], cum - ident, state[..., 2])
@@ -516,7 +517,7 @@ class MotionCompensator:
         if self.settings.hide_unexplained:
             ref, cur, st = self._mask_ref, self._blur_cur, self._state
             thr = self._threshold()
-            hidden_share = _change_rule(self.settings, ref, cur, st, self._ident, thr, alpha)
+            hidden_share = _change_rule(self.settings, ref, cur, st, cum, self._ident, thr, alpha)
         ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3
         self._mask_ms = 0.0
         return Tracked(alpha=alpha, hidden_share=hidden_share, ms=ms)

@@ -246,3 +246,26 @@ def test_band_interior_change_kept_disocclusion_at_edge_hidden():
             assert float(tr.alpha[body].mean()) > 0.95
         else:
             assert float(tr.alpha[patch].mean()) < 0.5  # the rule everywhere hid the chest
+
+
+def test_change_rule_function_band_and_threshold():
+    """The change rule as a pure function (compositor.motion._hidden) on a still mask: nothing
+    below the threshold; with no motion since the mask frame, a change at the edge is hidden
+    (within the 4 px margin) and one deep inside the person is not; unbounded motion (the
+    occlusion check failed there) makes the band the whole person."""
+    from compositor.motion import _hidden
+
+    s = MotionSettings()
+    alpha = np.zeros((90, 160), np.float32)
+    alpha[20:80, 50:110] = 1.0  # a 60 px square person, 30 px from edge to centre
+    disp = np.zeros((90, 160, 2), np.float32)
+    acc = np.zeros((90, 160), np.float32)
+    res = np.zeros((90, 160), np.float32)
+    assert _hidden(s, res + 10.0, 24.0, alpha, disp, acc) is None
+    res[20:26, 60:70] = 100.0  # at the edge
+    res[45:55, 75:85] = 100.0  # deep inside
+    out = _hidden(s, res, 24.0, alpha, disp, acc)
+    assert out.dtype == np.uint8 and out[22, 65] == 1 and out[50, 80] == 0
+    out = _hidden(s, res, 24.0, alpha, disp, acc + s.unexplained_px)
+    assert out[50, 80] == 1
+    assert not out[:, :45].any()  # never outside the person (plus the grown ring)
