@@ -125,6 +125,109 @@ def work_alpha(mask: np.ndarray, frame_shape: tuple[int, int]) -> np.ndarray:
     return compose.soft_alpha(small.astype(np.float32) * (1.0 / 255.0))
 
 
+class RigidSubject(MotionCompensator):
+    """Experiment (not the compositor's method): the person tracked as a whole. The mask frame's
+    mask interior (eroded 1 px) at 2x the flow resolution, one DIS flow (finest scale 1) from the
+    mask frame to this frame in a crop around the mask grown by 8 px + the motion so far, started
+    from the last translation; its median is the person's translation t, and the map is the rigid
+    x - t (the coarse map is still chained, only the warp changes). Variant 'rigid': no change
+    rule; 'rigid-band': the change rule in the band, the motion there = |t|.
+    docs/motion.md, What still fails."""
+
+    def _fine(self, frame: np.ndarray) -> np.ndarray:
+        h, w = self._ident.shape[:2]
+        g = cv2.resize(frame, (2 * w, 2 * h), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(g, cv2.COLOR_BGR2GRAY)
+
+    def observe(self, frame_id: int, frame: np.ndarray) -> None:
+        super().observe(frame_id, frame)
+        self._fine_cur = self._fine(frame)
+
+    def _new_mask(self, alpha: np.ndarray, frame_id: int, mask_frame: np.ndarray) -> None:
+        super()._new_mask(alpha, frame_id, mask_frame)
+        self._t = None
+        inside = (
+            (self._mask_ref[..., 1] >= 0.5).astype(np.uint8) if self._alpha is not None else None
+        )
+        if inside is None or np.count_nonzero(inside) < 8:
+            return
+        h, w = inside.shape
+        self._fine_mask = self._fine(mask_frame)
+        big = cv2.resize(inside, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST)
+        self._interior = cv2.erode(big, np.ones((3, 3), np.uint8)) > 0
+        ys, xs = np.nonzero(big)
+        self._box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        self._t = np.zeros(2, np.float32)
+
+    def track(self, frame_id: int, frame: np.ndarray):
+        if self._t is not None and self._alpha is not None:
+            x0, y0, x1, y1 = self._box
+            m = 8 + int(np.ceil(np.abs(self._t).max()))
+            hh, ww = self._fine_mask.shape
+            y0, y1, x0, x1 = max(0, y0 - m), min(hh, y1 + m), max(0, x0 - m), min(ww, x1 + m)
+            a = np.ascontiguousarray(self._fine_mask[y0:y1, x0:x1])
+            b = np.ascontiguousarray(self._fine_cur[y0:y1, x0:x1])
+            init = np.empty(a.shape + (2,), np.float32)
+            init[...] = self._t
+            flow = self._dis_ref.calc(a, b, init)
+            sel = self._interior[y0:y1, x0:x1]
+            if np.count_nonzero(sel) >= 4:
+                self._t = np.median(flow[sel], axis=0).astype(np.float32)
+            self._state[..., :2] = self._ident - self._t / 2
+            self._state[..., 2] = 0.0
+        return super().track(frame_id, frame)
+
+    def _refine(self, grey: np.ndarray, force: bool = False) -> None:
+        if getattr(self, "_t", None) is None:
+            super()._refine(grey, force)
+
+
+def separability(names: list[str], at: float = 2.0) -> None:
+    """How well the change rule's residual against the mask frame can tell the room from the
+    person at all: the mask frame shifted by the integer translation (+-1/16 of the width) that
+    best matches the current frame inside the mask (median residual; no flow, no drift), then the
+    share of person-now and of room-now pixels under the shifted mask whose residual is above the
+    rule's 24 levels (blurred as the rule does). Every 4th frame from S*fps to 2*S*fps."""
+    for clip in clips():
+        if names and clip.name not in names:
+            continue
+        frames, fps = read_frames(clip)
+        masks = fresh_masks(clip, frames)
+        out = []
+        for w in (160, 320):
+            h = w * frames[0].shape[0] // frames[0].shape[1]
+
+            def grey(i, w=w, h=h, frames=frames):
+                g = cv2.resize(frames[i], (w, h), interpolation=cv2.INTER_AREA)
+                g = cv2.cvtColor(g, cv2.COLOR_BGR2GRAY).astype(np.float32)
+                return cv2.GaussianBlur(g, (0, 0), w / 160)
+
+            f0, m0 = grey(0), cv2.resize(masks[0], (w, h)) >= 128
+            person, room = [], []
+            for c in range(round(at * fps), min(len(frames), round(2 * at * fps)), 4):
+                cur, r = grey(c), w // 16
+                shifts = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
+                dy, dx = min(
+                    shifts,
+                    key=lambda d: np.median(
+                        np.abs(cur - np.roll(f0, d, (0, 1)))[np.roll(m0, d, (0, 1))]
+                    ),
+                )
+                under, now = np.roll(m0, (dy, dx), (0, 1)), cv2.resize(masks[c], (w, h)) >= 128
+                bad = np.abs(cur - np.roll(f0, (dy, dx), (0, 1))) > 24
+                person.append(
+                    np.count_nonzero(bad & under & now) / max(1, np.count_nonzero(under & now))
+                )
+                room.append(
+                    np.count_nonzero(bad & under & ~now) / max(1, np.count_nonzero(under & ~now))
+                )
+            if person:
+                out.append(
+                    f"{w} px: person hidden {np.mean(person):.2f}, room hidden {np.mean(room):.2f}"
+                )
+        print(f"{clip.name:<12}", "; ".join(out) or "too short", flush=True)
+
+
 VARIANTS: dict[str, MotionSettings | None] = {
     "none": None,  # the stale mask as is
     "fresh-1": None,  # the reference's own flicker: the fresh mask of the previous frame
@@ -136,6 +239,7 @@ VARIANTS: dict[str, MotionSettings | None] = {
     "fine0": MotionSettings(dis_finest_scale=0),
     "fine2": MotionSettings(dis_finest_scale=2),
 }
+EXPERIMENTS = {"rigid": "off", "rigid-band": "band"}  # RigidSubject, default settings
 DEFAULT_VARIANTS = ("none", "motion")
 
 
@@ -143,6 +247,8 @@ def variant(name: str) -> MotionSettings | None:
     """A named variant, or ad hoc settings: 'key=value,key=value' over the defaults."""
     if name in VARIANTS:
         return VARIANTS[name]
+    if name in EXPERIMENTS:
+        return MotionSettings()
     kinds = {f.name: type(f.default) for f in fields(MotionSettings)}
     kw = {}
     for part in name.split(","):
@@ -191,7 +297,11 @@ def simulate(
 ) -> Score:
     """Run one variant over one clip; ``fresh`` are working-resolution alphas per frame."""
     arrivals = schedule(len(frames), step, latency)
-    comp = MotionCompensator(settings) if settings is not None else None
+    if variant_name in EXPERIMENTS:
+        hide = EXPERIMENTS[variant_name] == "band"
+        comp = RigidSubject(replace(settings, hide_unexplained=hide))
+    else:
+        comp = MotionCompensator(settings) if settings is not None else None
     flicker = settings is None and variant_name == "fresh-1"
     sc = Score([], [], [], [], [], [])
     current: int | None = None
@@ -282,7 +392,9 @@ def _module_from(path: Path):
     return mod
 
 
-def cost(repeats: int = 7, threads: int = 1, other: Path | None = None) -> None:
+def cost(
+    repeats: int = 7, threads: int = 1, other: Path | None = None, only: list[str] | None = None
+) -> None:
     """Per-frame cost (observe + track while a mask is active, mask arrivals excluded) at
     640x360 and 1280x720, ``threads`` OpenCV threads. The variants run interleaved, one 150-frame
     pass each in turn, ``repeats`` times, so they share the machine's load alike: compare them
@@ -296,7 +408,9 @@ def cost(repeats: int = 7, threads: int = 1, other: Path | None = None) -> None:
         if clip is not None:
             cases.append((f"{width}x{width * 9 // 16} {name}", clip, width))
     makers: dict[str, Callable[[], object]] = {
-        k: (lambda st=st: MotionCompensator(st)) for k, st in COST_VARIANTS.items()
+        k: (lambda st=st: MotionCompensator(st))
+        for k, st in COST_VARIANTS.items()
+        if not only or k in only
     }
     if other is not None:
         mod = _module_from(other)
@@ -356,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         "--variants",
         nargs="*",
         default=list(DEFAULT_VARIANTS),
-        help=f"any of {', '.join(VARIANTS)} or 'all'",
+        help=f"any of {', '.join(VARIANTS)}, {', '.join(EXPERIMENTS)} or 'all'",
     )
     ap.add_argument("--latency", type=float, default=1.0, help="mask latency as a multiple of S")
     ap.add_argument("--cost", action="store_true", help="only the per-frame cost")
@@ -366,6 +480,11 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="also time another motion.py, e.g. git show HEAD~3:compositor/motion.py > old.py",
     )
+    ap.add_argument(
+        "--cost-variants", nargs="*", default=[], help=f"subset of {', '.join(COST_VARIANTS)}"
+    )
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds for --cost")
+    ap.add_argument("--separability", action="store_true", help="the change rule's limit")
     ap.add_argument("--cache-only", action="store_true", help="only compute the fresh masks")
     args = ap.parse_args(argv)
     if args.cache_only:
@@ -373,8 +492,11 @@ def main(argv: list[str] | None = None) -> int:
             fr, _ = read_frames(c)
             print(c.name, len(fr), fresh_masks(c, fr).shape, flush=True)
         return 0
+    if args.separability:
+        separability(args.clips)
+        return 0
     if args.cost:
-        cost(threads=args.threads, other=args.cost_other)
+        cost(args.repeats, args.threads, args.cost_other, args.cost_variants)
         return 0
     variants = list(VARIANTS) if args.variants == ["all"] else args.variants
     lab(args.clips, variants, args.intervals, args.latency)
