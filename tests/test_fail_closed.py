@@ -10,7 +10,9 @@ import signal
 
 import cv2
 
-from tests.conftest import endpoints, read_json, start_core, start_worker, wait_for
+from tests.conftest import endpoints, needs_shared, read_json, start_core, start_worker, wait_for
+
+pytestmark = needs_shared
 
 
 def start_pipeline(procs, port_base, tmp_path, *compositor_args, worker=True):

@@ -26,6 +26,7 @@ from tests.conftest import (
     env,
     launch,
     launch_selfie,
+    needs_shared,
     read_json,
     wait_for,
 )
@@ -43,6 +44,7 @@ REQUIRED = (
 )
 
 
+@needs_shared
 def test_selfie_pipeline_on_a_clip_reports_stats_and_records(tmp_path, port_base):
     rec = tmp_path / "rec.mp4"
     r, stats = launch_selfie(tmp_path, port_base, "--output", rec)
@@ -71,6 +73,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
+@needs_shared
 def test_lockstep_writes_one_alpha_per_frame_matching_ground_truth(tmp_path, port_base):
     out = tmp_path / "alpha"
     r = launch(
@@ -104,6 +107,7 @@ def test_lockstep_writes_one_alpha_per_frame_matching_ground_truth(tmp_path, por
     assert min(ious) > 0.55
 
 
+@needs_shared
 def test_mask_rcnn_standin_runs_through_the_pipeline(tmp_path, port_base):
     stats = tmp_path / "s.json"
     r = launch(
@@ -135,6 +139,7 @@ def _garbage(tmp_path: Path, name: str, data: bytes = b"this is not media\n") ->
     return p
 
 
+@needs_shared
 @pytest.mark.parametrize(
     "case, expect",
     [
@@ -268,6 +273,7 @@ def _snapshot(path):
         return None
 
 
+@needs_shared
 @pytest.mark.parametrize("victim", ["compositor", "capture"])
 def test_call_survives_a_killed_stage(tmp_path, victim):
     """kill -9 the compositor (or capture) of a running call: the launcher starts a new one and
@@ -368,6 +374,7 @@ def _probe(python, eps):
     return json.loads(r.stdout)
 
 
+@needs_shared
 def test_another_local_user_cannot_reach_the_links(tmp_path):
     """The pipeline's links are Unix sockets in a folder only the user who started it can enter:
     user nobody connects to none of them, gets no frame and cannot send a key command."""

@@ -20,11 +20,14 @@ from tests.conftest import (
     endpoints,
     env,
     launch_selfie,
+    needs_shared,
     read_json,
     start_core,
     start_worker,
     wait_for,
 )
+
+pytestmark = needs_shared
 
 INTRUDER = """
 import sys, time, zmq, msgpack

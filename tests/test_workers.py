@@ -9,11 +9,14 @@ from tests.conftest import (
     STANDIN,
     endpoints,
     launch,
+    needs_shared,
     read_json,
     start_core,
     start_worker,
     wait_for,
 )
+
+pytestmark = needs_shared
 
 
 def worker(procs, port_base, name, *extra):
