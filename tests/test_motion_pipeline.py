@@ -8,8 +8,8 @@ So a recorded frame shows the room sharp wherever it equals the texture in a who
 (smaller matches are the soft edge every mask has, fresh or not). The limit, 0.2 % of the frame
 after that erosion, is a patch of about 30x30 px (a few texture blocks, nothing legible); the old
 design shows 11-14 % here (a person-sized strip of room), motion compensation at most ~0.06 %
-(a small patch where the person meets the frame's bottom edge, where the flow is weakest). The selfie model runs at Mask
-R-CNN's timing (``--mask-interval 1``).
+(a small patch where the person meets the frame's bottom edge, where the flow is weakest). The
+selfie model runs at Mask R-CNN's timing (``--mask-interval 1``).
 """
 
 import os
