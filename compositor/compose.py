@@ -16,7 +16,7 @@ blur is the most expensive thing per frame. Here instead:
   a local mean of the model's probability: the edge stays where the model put it). Per-pixel
   work happens only in the band of grid cells where the edge can be; elsewhere a pixel is the
   frame or the background by its cell's class (no float pass over the full frame). Background:
-  a mask-weighted, normalised blur at grid resolution (no person colour in it), upsampled.
+  a mask-weighted, normalised blur at half the grid (no person colour in it), upsampled.
 
 Every building block is a pure function; ``ComposeState`` only holds the latest mask, the opened
 background and buffers reused between frames (keyed by frame shape).
@@ -273,25 +273,38 @@ def halo_free_blur(image: np.ndarray, alpha: np.ndarray, sigma: float) -> np.nda
     """
     if sigma <= 0:
         return image.copy()
-    img = image.astype(np.float32)
-    wgt = cv2.max(cv2.subtract(1.0, cv2.multiply(alpha.astype(np.float32), 2.0)), 0.0)
-    wgt = cv2.min(wgt, 1.0)
-    weighted = cv2.multiply(img, cv2.merge([wgt, wgt, wgt]))
-    stack = cv2.GaussianBlur(cv2.merge([weighted, wgt]), (0, 0), sigma)  # one pass for both
-    eps = 1e-3
-    num = cv2.scaleAdd(img, eps, np.ascontiguousarray(stack[..., :3]))
-    den = cv2.add(np.ascontiguousarray(stack[..., 3]), eps)
-    out = cv2.divide(num, cv2.merge([den, den, den]))
-    return cv2.convertScaleAbs(out)  # out >= 0; rounds and saturates
+    wgt = np.clip(1.0 - 2.0 * alpha.astype(np.float32), 0.0, 1.0)
+    return _weighted_blur(image, wgt, sigma)
+
+
+def _weighted_blur(image: np.ndarray, wgt: np.ndarray, sigma: float) -> np.ndarray:
+    """uint8 ``image`` (HxWx3), float32 weights 0..1 (HxW): blur(I*w) / blur(w), uint8.
+
+    One 4-channel Gaussian for numerator and denominator, every step a single call on the
+    interleaved array (no split/merge): on a grid of a few thousand pixels the per-call
+    overhead is the cost.
+    """
+    h, w = wgt.shape
+    stack = np.empty((h, w, 4), np.float32)
+    np.multiply(image, wgt[..., None], out=stack[..., :3])
+    stack[..., 3] = wgt
+    blurred = cv2.GaussianBlur(stack, (0, 0), sigma)
+    num = blurred[..., :3]
+    num += image * np.float32(1e-3)
+    den = blurred[..., 3:]
+    den += np.float32(1e-3)
+    num /= den
+    return cv2.convertScaleAbs(num)  # >= 0; rounds and saturates
 
 
 def blur_factor(sigma: float) -> int:
-    """Extra downscale for the background blur so that sigma stays >= ~1.5 px there.
+    """Extra downscale for the background blur so that sigma stays >= ~0.8 px there.
 
-    Why: a Gaussian that wide has no detail a lower resolution could lose, and blurring (and
-    weighting) a few thousand pixels instead of ~60k makes the blur nearly free.
+    Why: a Gaussian that wide has no detail a lower resolution could lose (at sigma 0.8 px the
+    highest frequency left is < 3 % of its amplitude), and the blur's cost on the grid is per-call
+    overhead and pixels: 80x45 instead of 160x90 for the default strength.
     """
-    return max(1, int(sigma / 1.5))
+    return max(1, int(sigma / 0.8))
 
 
 def downscale(frame: np.ndarray, height: int, width: int, dst: np.ndarray | None = None):
@@ -459,6 +472,9 @@ def _buffers(state: ComposeState, h: int, w: int) -> dict:
             "out_p": np.empty((H, W, 3), np.uint8),
             "alpha_p": np.empty((H, W), np.uint8),
             "weights_t": _bilinear_weights(k),  # (9, k*k)
+            "guide": np.empty((3, hs, ws), np.float32),
+            "dy": np.arange(k)[None, :],
+            "coef": np.empty((4, hs + 2, ws + 2), np.float32),
             "nb": (np.arange(3)[:, None] * (ws + 2) + np.arange(3)[None, :]).ravel(),
         }
     return buf
@@ -501,24 +517,40 @@ def downscale_by(frame: np.ndarray, k: int, dst: np.ndarray | None = None) -> np
     return img
 
 
-def _box_planes(x: np.ndarray, radius: int) -> np.ndarray:
+def _guide_small(frame: np.ndarray, k: int, dst: np.ndarray) -> np.ndarray:
+    """The frame on the mask grid, as the guided filter's guide.
+
+    For k >= 8 (1280 px wide and up) the first 4x step is one ``INTER_LINEAR`` resize: it
+    averages the central 2x2 pixels of every 4x4 block (reading half the rows), so a grid cell
+    is the mean of 16 of its 64 pixels on a regular lattice instead of all 64 (~0.5 ms less at
+    720p). The guide's statistics are box means over 7x7 cells of that, and the coefficients
+    are applied to every pixel's own colour: measured the same quality (docs/compositing.md).
+    """
+    if k < 8 or k % 4:
+        return downscale_by(frame, k, dst=dst)
+    h, w = frame.shape[:2]
+    quarter = cv2.resize(frame, (w // 4, h // 4), interpolation=cv2.INTER_LINEAR)
+    return downscale_by(quarter, k // 4, dst=dst)
+
+
+def _box_planes(x: np.ndarray, radius: int, dst: np.ndarray | None = None) -> np.ndarray:
     """Box mean of every plane of a row-padded planar stack, (n, H + 2r, W) -> (n, H, W) view.
 
     ``x``'s planes hold the data in rows r..r+H and their reflection (``cv2.BORDER_REFLECT``)
-    in the r rows above and below (``_pad_rows``): then one 1-row filter over all n*(H+2r) rows
-    and one column box over the same rows filter every plane at once, exactly, with no
-    transposes (a column never mixes planes inside the interior rows that are kept).
+    in the r rows above and below (``_pad_rows``): then one separable filter over all n*(H+2r)
+    rows filters every plane at once, exactly, with no transposes (a column never mixes planes
+    inside the interior rows that are kept). ``dst``: x's shape, reused (no allocation).
     Why not a multi-channel ``cv2.boxFilter``: the numpy algebra needs planes; splitting and
-    merging channels cost more than the filter. The 1-row ``filter2D`` is ~4x faster than a
-    horizontal ``boxFilter`` on float here (same result).
+    merging channels cost more than the filter. ``sepFilter2D`` with a 1/k kernel is ~2x faster
+    than ``boxFilter`` on float here (whose column sums run in double), same result to 1e-7.
     """
     n, hp, w = x.shape
     k = 2 * radius + 1
+    kernel = np.full((k, 1), 1.0 / k, np.float32)
     flat = x.reshape(n * hp, w)
-    kernel = np.full((1, k), 1.0 / k, np.float32)
-    rows = cv2.filter2D(flat, -1, kernel, borderType=cv2.BORDER_REFLECT)
-    cols = cv2.boxFilter(rows, -1, (1, k), borderType=cv2.BORDER_REFLECT)
-    return cols.reshape(n, hp, w)[:, radius : hp - radius]
+    out = None if dst is None else dst.reshape(n * hp, w)
+    out = cv2.sepFilter2D(flat, -1, kernel, kernel, dst=out, borderType=cv2.BORDER_REFLECT)
+    return out.reshape(n, hp, w)[:, radius : hp - radius]
 
 
 def _pad_rows(x: np.ndarray, radius: int) -> None:
@@ -529,28 +561,60 @@ def _pad_rows(x: np.ndarray, radius: int) -> None:
     x[:, hp - r :] = x[:, hp - r - 1 : hp - 2 * r - 1 : -1]
 
 
-def _solve_3x3(var: np.ndarray, cov: np.ndarray, coef: np.ndarray) -> None:
+def _sym_products(x: np.ndarray, out: np.ndarray) -> None:
+    """The 6 distinct products of 3 planes, x_u * x_v for (u, v) = bb, bg, br, gg, gr, rr."""
+    np.multiply(x[0], x[0:3], out=out[0:3])
+    np.multiply(x[1], x[1:3], out=out[3:5])
+    np.multiply(x[2], x[2], out=out[5])
+
+
+# Cofactors of a symmetric 3x3 given as its 6 planes (bb, bg, br, gg, gr, rr): for each entry
+# (row-major position in the full 3x3), c = m[i] * m[j] - m[k] * m[l].
+_COF = ((0, 3, 5, 4, 4), (1, 2, 4, 1, 5), (2, 1, 4, 2, 3), (4, 0, 5, 2, 2), (5, 2, 1, 0, 4))
+_COF_LAST = (8, 0, 3, 1, 1)
+
+
+def _solve_3x3(var: np.ndarray, cov: np.ndarray, coef: np.ndarray, s: dict | None = None) -> None:
     """Per pixel A = inv(Sigma) cov, with Sigma the symmetric 3x3 colour covariance given as its
     6 planes (bb, bg, br, gg, gr, rr); written into coef[0:3]. Closed form (cofactors), because
-    an np.linalg call per pixel costs 50x more on a 160x90 grid."""
-    vbb, vbg, vbr, vgg, vgr, vrr = var
-    cb, cg, cr = cov
-    i00 = vgg * vrr - vgr * vgr
-    i01 = vbr * vgr - vbg * vrr
-    i02 = vbg * vgr - vbr * vgg
-    i11 = vbb * vrr - vbr * vbr
-    i12 = vbr * vbg - vbb * vgr
-    i22 = vbb * vgg - vbg * vbg
-    inv_det = vbb * i00
-    inv_det += vbg * i01
-    inv_det += vbr * i02
-    np.reciprocal(inv_det, out=inv_det)
-    for c, (x0, x1, x2) in enumerate(((i00, i01, i02), (i01, i11, i12), (i02, i12, i22))):
-        out = coef[c]
-        np.multiply(x0, cb, out=out)
-        out += x1 * cg
-        out += x2 * cr
-        out *= inv_det
+    an np.linalg call per pixel costs 50x more on a 160x90 grid; every step writes into buffers
+    of ``s`` (reused: per-call overhead, fresh allocations and cache misses, not arithmetic, are
+    the cost on a grid this small). The adjugate is built as a full 3x3 (9 planes) so that the
+    product with cov is one broadcast multiply and two adds."""
+    h, w = cov.shape[1:]
+    s = s if s is not None else {}
+    if s.get("sv_shape") != (h, w):
+        s["sv_shape"] = (h, w)
+        s["sv_full"] = np.empty((9, h, w), np.float32)
+        s["sv_tmp"] = np.empty((3, h, w), np.float32)
+    full, tmp = s["sv_full"], s["sv_tmp"]
+    for pos, i, j, k, m in (*_COF, _COF_LAST):
+        np.multiply(var[i], var[j], out=full[pos])
+        np.multiply(var[k], var[m], out=tmp[0])
+        full[pos] -= tmp[0]
+    full[3], full[6], full[7] = full[1], full[2], full[5]  # symmetric
+    det = tmp[1]
+    np.multiply(var[:3], full[:3], out=tmp)
+    np.add(tmp[0], tmp[1], out=det)
+    det += tmp[2]
+    np.reciprocal(det, out=det)
+    f3 = full.reshape(3, 3, h, w)
+    f3 *= cov[None]
+    np.add(f3[:, 0], f3[:, 1], out=coef[0:3])
+    coef[0:3] += f3[:, 2]
+    coef[0:3] *= det
+
+
+def _gf_scratch(s: dict, h: int, w: int, r: int) -> tuple:
+    shape = (h + 2 * r, w)
+    if s.get("gf_shape") != shape:
+        s["gf_shape"] = shape
+        s["gf_stats"] = np.empty((13, *shape), np.float32)
+        s["gf_means"] = np.empty((13, *shape), np.float32)
+        s["gf_ab"] = np.empty((4, *shape), np.float32)
+        s["gf_out"] = np.empty((4, *shape), np.float32)
+        s["gf_tmp"] = np.empty((9, h, w), np.float32)
+    return s["gf_stats"], s["gf_ab"], s["gf_tmp"]
 
 
 def color_guided_coefficients(
@@ -567,46 +631,35 @@ def color_guided_coefficients(
     Why colour: a person's edge against the room is often a change of hue at similar brightness
     (skin against a beige wall, a dark jacket against a dark sofa) that a grey guide cannot see;
     measured on every shared set (docs/compositing.md). The 3x3 covariance is inverted in
-    closed form (symmetric cofactors); all arithmetic on planes, in place where possible.
+    closed form (symmetric cofactors); all arithmetic on stacked planes into reused buffers.
     """
     h, w = src.shape
     r = radius
     s = scratch if scratch is not None else {}
-    shape = (h + 2 * r, w)
-    if s.get("gf_shape") != shape:
-        s["gf_shape"] = shape
-        s["gf_stats"] = np.empty((13, *shape), np.float32)
-        s["gf_ab"] = np.empty((4, *shape), np.float32)
-        s["gf_tmp"] = np.empty((12, h, w), np.float32)
-    st, ab, tmp = s["gf_stats"], s["gf_ab"], s["gf_tmp"]
+    st, ab, tmp = _gf_scratch(s, h, w, r)
     inner = st[:, r : r + h]
     inner[:3] = guide
     inner[3] = src
-    for i, (u, v) in enumerate(((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))):
-        np.multiply(guide[u], guide[v], out=inner[4 + i])
+    _sym_products(guide, inner[4:10])
     np.multiply(guide, src, out=inner[10:13])
     _pad_rows(st, r)
-    m = _box_planes(st, r)
+    m = _box_planes(st, r, dst=s["gf_means"])
     mean_i, mp = m[0:3], m[3]
-    # (co)variances and covariance with src, in place: var[i,j] = E[IiIj] - E[Ii]E[Ij]
-    var = tmp[0:6]
-    for i, (u, v) in enumerate(((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))):
-        np.multiply(mean_i[u], mean_i[v], out=var[i])
-        np.subtract(m[4 + i], var[i], out=var[i])
+    # (co)variances: var[i,j] = E[IiIj] - E[Ii]E[Ij] (+ eps on the diagonal), cov = E[Ip] - E[I]E[p]
+    var, cov = tmp[0:6], tmp[6:9]
+    _sym_products(mean_i, var)
+    np.subtract(m[4:10], var, out=var)
     var[0] += eps
     var[3] += eps
     var[5] += eps
-    cov = tmp[6:9]
     np.multiply(mean_i, mp, out=cov)
     np.subtract(m[10:13], cov, out=cov)
     coef = ab[:, r : r + h]
-    _solve_3x3(var, cov, coef)
-    np.multiply(coef[0:3], mean_i, out=tmp[9:12])
-    np.subtract(mp, tmp[9], out=coef[3])
-    coef[3] -= tmp[10]
-    coef[3] -= tmp[11]
+    _solve_3x3(var, cov, coef, s)
+    np.multiply(coef[0:3], mean_i, out=cov)
+    np.subtract(mp, np.sum(cov, axis=0, out=var[0]), out=coef[3])
     _pad_rows(ab, r)
-    out = _box_planes(ab, r)
+    out = _box_planes(ab, r, dst=s["gf_out"])
     return out[:3], out[3]
 
 
@@ -620,40 +673,56 @@ def _fit_radius(radius: int, h: int, w: int) -> int:
     return max(1, min(radius, (min(h, w) - 1) // 2))
 
 
-def _smoothstep(t: np.ndarray) -> np.ndarray:
-    t = np.clip(t, 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
 def _grid_refine(prob: np.ndarray, model_w: int, frame_p: np.ndarray, buf: dict) -> tuple:
     """Colour guided filter of the grid probability with THIS frame, on the grid.
 
     Returns the coefficients (A planes, b), the grid's person class (uint8 0/1), the band cells
-    (where the edge can be: per-pixel work happens only there) and the refined grid alpha (for
-    the background blur).
+    (where the edge can be: per-pixel work happens only there; nonzero) and the cells that may
+    hold any person pixel (filtered value >= OUT_LOW: kept out of the background blur).
     """
     small = buf["small"]
-    downscale_by(frame_p, buf["k"], dst=small)
-    guide = small.transpose(2, 0, 1).astype(np.float32)  # planar B, G, R
-    guide *= 1.0 / 255.0
+    _guide_small(frame_p, buf["k"], small)
+    guide = buf["guide"]  # planar B, G, R in 0..1
+    np.multiply(small.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=guide)
     hs, ws = prob.shape
     radius = _fit_radius(gf_radius(ws, model_w), hs, ws)
     a, b = color_guided_coefficients(guide, prob, radius, GF_EPS, scratch=buf)
-    q = a[0] * guide[0]
-    q += a[1] * guide[1]
-    q += a[2] * guide[2]
+    prod = buf["gf_tmp"][:3]
+    np.multiply(a, guide, out=prod)
+    q = np.sum(prod, axis=0, out=buf["gf_tmp"][3])
     q += b
-    t = np.clip((q - OUT_LOW) * (1.0 / (OUT_HIGH - OUT_LOW)), 0.0, 1.0)
-    refined_small = t * t * (3.0 - 2.0 * t)
     person = (q >= 0.5).view(np.uint8)
     # Band: cells on either side of a class change (3x3 morphological gradient), and cells whose
-    # value is not clearly 0 or 1 (a pixel's own colour can move it across the smoothstep).
+    # value is not clearly 0 or 1 (a pixel's own colour can move it across the smoothstep):
+    # |q - 0.5| < BAND_MARGIN.
     kern = np.ones((3, 3), np.uint8)
     band = cv2.morphologyEx(person, cv2.MORPH_GRADIENT, kern)
-    band |= (np.abs(q - 0.5) < BAND_MARGIN).view(np.uint8)
+    band |= cv2.inRange(q, 0.5 - BAND_MARGIN, 0.5 + BAND_MARGIN)
     if BAND_DILATE:
         band = cv2.dilate(band, kern)
-    return a, b, person, band, refined_small
+    some_person = (q >= OUT_LOW).view(np.uint8)
+    return a, b, person, band, some_person
+
+
+def _nearest_up(cells: np.ndarray, k: int, dst: np.ndarray) -> None:
+    """uint8 grid -> every cell as a k x k block of ``dst`` (nearest-neighbour upsampling by k).
+
+    For k = 2, 4, 8 a cell's k bytes are one 16/32/64-bit word (value x 0x0101...): one
+    broadcast copy of words, ~20x faster than ``cv2.resize(INTER_NEAREST)``.
+    """
+    hs, ws = cells.shape
+    word = {2: np.uint16, 4: np.uint32, 8: np.uint64}.get(k)
+    if word is None:
+        dst.reshape(hs, k, ws, k)[:] = cells[:, None, :, None]
+        return
+    spread = cells.astype(word) * word(int("01" * k, 16))
+    dst.view(word).reshape(hs, k, ws)[:] = spread[:, None, :]
+
+
+def _runs(img: np.ndarray, k: int) -> np.ndarray:
+    """A contiguous image as a flat array of k-pixel row runs (one item = one cell's row)."""
+    run = np.dtype((np.void, k * img.itemsize * (img.size // (img.shape[0] * img.shape[1]))))
+    return img.reshape(-1).view(run)
 
 
 def _paint(
@@ -665,52 +734,55 @@ def _paint(
     float pass over the full frame. In the band the coefficients are bilinearly interpolated per
     pixel (exactly as ``cv2.resize`` would, from the 3x3 cells around: one small ``cv2.gemm``),
     applied to the pixel's own colour, and the pixel blended with the background (uint8, as
-    ``blend``). Band cells are gathered and scattered as whole k x k blocks through a 4-D view
-    of the frame, ~10x faster than pixel by pixel.
+    ``blend``). Band cells are gathered and scattered as their k row runs of k pixels (one
+    k-pixel item each, ``np.take`` / index assignment), ~3x faster than a 4-D fancy index.
     """
     a, b, person, band, _ = grid
     k = buf["k"]
     hs, ws = person.shape
-    H, W = alpha_p.shape  # noqa: N806
-    cv2.resize(person * np.uint8(255), (W, H), dst=alpha_p, interpolation=cv2.INTER_NEAREST)
+    _nearest_up(person * np.uint8(255), k, alpha_p)
     cy, cx = np.nonzero(band)
     n = cy.size
     if n == 0:
         cv2.copyTo(frame_p, alpha_p, out_p)
         return
+    rows = ((cy * k)[:, None] + buf["dy"]) * ws + cx[:, None]  # (n, k): the cells' row runs
+    out_runs = _runs(out_p, k)
+    pix = np.take(_runs(frame_p, k), rows).view(np.uint8).reshape(n * k, k, 3)
+    bgv = np.take(out_runs, rows).view(np.uint8).reshape(n * k, k, 3)
+    cv2.copyTo(frame_p, alpha_p, out_p)  # the person's cells: the frame itself
     # (4, n, 9): A and b of the 3x3 cells around each band cell (edge-padded grid), planar.
-    coef = np.empty((4, hs + 2, ws + 2), np.float32)
+    coef = buf["coef"]
     for c, plane in enumerate((a[0], a[1], a[2], b)):
         cv2.copyMakeBorder(plane, 1, 1, 1, 1, cv2.BORDER_REPLICATE, dst=coef[c])
-    coef = coef.reshape(4, -1)
     nb = (cy * (ws + 2) + cx)[:, None] + buf["nb"][None, :]  # (n, 9)
-    c9 = coef[:, nb].reshape(4 * n, 9)  # [channel * cell, neighbour]
+    c9 = np.take(coef.reshape(4, -1), nb, axis=1).reshape(4 * n, 9)  # [channel * cell, neighbour]
     # Bilinear weights of the 3x3 neighbours for each of the k*k pixels: one small matrix
     # product (cv2.gemm: single-threaded; numpy's BLAS may spin up threads for this).
     per_px = cv2.gemm(c9, buf["weights_t"], 1.0, None, 0.0).reshape(4, n, k * k)
-    blocks = (hs, k, ws, k * 3)
-    out_blk = out_p.reshape(blocks)
-    pix = frame_p.reshape(blocks)[cy, :, cx].reshape(n * k, k, 3)
-    bgv = out_blk[cy, :, cx].reshape(n * k, k, 3)
-    q = per_px[3] * 255.0
+    q = per_px[3] * np.float32(255.0)
     for c, plane in enumerate(cv2.split(pix)):
         q += per_px[c] * plane.reshape(n, k * k)
-    t = np.clip((q - OUT_LOW * 255.0) * (1.0 / ((OUT_HIGH - OUT_LOW) * 255.0)), 0.0, 1.0)
-    a8 = (t * t * (3.0 - 2.0 * t) * 255.0 + 0.5).astype(np.uint8).reshape(n * k, k)
+    t = cv2.multiply(cv2.subtract(q, OUT_LOW * 255.0), 1.0 / ((OUT_HIGH - OUT_LOW) * 255.0))
+    np.clip(t, 0.0, 1.0, out=t)
+    a8 = ((3.0 - 2.0 * t) * t * t * 255.0 + 0.5).astype(np.uint8).reshape(n * k, k)
     mixed = blend(pix, bgv, a8)
-    cv2.copyTo(frame_p, alpha_p, out_p)  # the person's cells: the frame itself
-    out_blk[cy, :, cx] = mixed.reshape(n, k, k * 3)
-    alpha_p.reshape(hs, k, ws, k)[cy, :, cx] = a8.reshape(n, k, k)
+    out_runs[rows] = _runs(mixed, k).reshape(n, k)
+    _runs(alpha_p, k)[rows] = _runs(a8, k).reshape(n, k)
 
 
 def _background_into(
     state: ComposeState,
     frame_p: np.ndarray,
-    alpha_small: np.ndarray,
+    some_person: np.ndarray,
     small: np.ndarray,
     dst: np.ndarray,
 ) -> np.ndarray:
-    """The hiding background at dst's size: replacement, or halo-free blur at low resolution."""
+    """The hiding background at dst's size: replacement, or halo-free blur at low resolution.
+
+    ``some_person``: grid cells (uint8, nonzero) that may hold person pixels; they and their 8
+    neighbours (a cell is k frame px wide, the edge can sit anywhere in it) get weight 0.
+    """
     H, W = dst.shape[:2]  # noqa: N806
     hs, ws = small.shape[:2]
     sigma = blur_sigma(ws, state.settings.blur)
@@ -722,13 +794,13 @@ def _background_into(
     else:
         f = blur_factor(sigma)
         bh, bw = max(1, round(hs / f)), max(1, round(ws / f))
-        # A grid cell next to a person cell can hold person pixels (a cell is k frame px wide):
-        # weigh the background by the alpha's 3x3 maximum so those cells do not colour it.
-        alpha_small = cv2.dilate(alpha_small, np.ones((3, 3), np.uint8))
+        kern = np.ones((3, 3), np.uint8)
+        wgt8 = cv2.compare(cv2.dilate(some_person, kern), 0, cv2.CMP_EQ)  # 255: background
         if f > 1:
             small = cv2.resize(small, (bw, bh), interpolation=cv2.INTER_AREA)
-            alpha_small = cv2.resize(alpha_small, (bw, bh), interpolation=cv2.INTER_AREA)
-        bg_small = halo_free_blur(small, alpha_small, sigma * bw / ws)
+            wgt8 = cv2.resize(wgt8, (bw, bh), interpolation=cv2.INTER_AREA)
+        wgt = wgt8 * np.float32(1.0 / 255.0)
+        bg_small = _weighted_blur(small, wgt, sigma * bw / ws)
         cv2.resize(bg_small, (W, H), dst=dst, interpolation=cv2.INTER_LINEAR)
     return dst
 
@@ -767,17 +839,18 @@ def render(
         np.copyto(buf["alpha8"], np.clip(raw * 255.0 + 0.5, 0, 255).astype(np.uint8))
         small = downscale(frame, hs, ws, dst=buf["small"])
         alpha_small = cv2.resize(prob, (ws, hs), interpolation=cv2.INTER_AREA)
+        some_person = (alpha_small >= 0.5).view(np.uint8)  # the old weight 1 - 2a was 0 there
         if state.background is not None:
             background = state.background.frame_for(h, w)
         else:
-            background = _background_into(state, frame, alpha_small, small, buf["out"]).copy()
+            background = _background_into(state, frame, some_person, small, buf["out"]).copy()
         blend(frame, background, buf["alpha8"], out=buf["out"], scratch=buf)
         return Rendered(image=buf["out"], alpha=buf["alpha8"], fail_closed=False)
 
     if prob.shape != (hs, ws):  # a mask grid of another frame size with the same aspect
         prob = cv2.resize(prob, (ws, hs), interpolation=cv2.INTER_LINEAR)
     padded = buf["padded"]
-    frame_p = _padded(frame, *buf["out_p"].shape[:2]) if padded else frame
+    frame_p = _padded(frame, *buf["out_p"].shape[:2]) if padded else np.ascontiguousarray(frame)
     out_p = buf["out_p"] if padded else buf["out"]
     alpha_p = buf["alpha_p"] if padded else buf["alpha8"]
     grid = _grid_refine(prob, m.grid_width, frame_p, buf)

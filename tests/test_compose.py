@@ -398,3 +398,30 @@ def test_band_refinement_equals_the_dense_guided_upsampling(size):
     dense = np.rint(t * t * (3 - 2 * t) * 255)[:h, :w]
     assert np.mean(np.abs(dense - alpha) > 2) < 1e-3
     assert np.mean((dense >= 128) != (alpha >= 128)) < 1e-3
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 8])
+def test_cell_helpers_match_their_dense_equivalents(k):
+    """The word-broadcast nearest upsampling equals cv2.resize(INTER_NEAREST); a cell's row runs
+    gathered with ``_runs`` are its k x k block; the 3x3 solve equals np.linalg.solve."""
+    from compositor import compose
+
+    rng = np.random.default_rng(k)
+    cells = (rng.random((9, 16)) > 0.5).astype(np.uint8) * 255
+    up = np.empty((9 * k, 16 * k), np.uint8)
+    compose._nearest_up(cells, k, up)
+    assert np.array_equal(up, cv2.resize(cells, (16 * k, 9 * k), interpolation=cv2.INTER_NEAREST))
+    img = rng.integers(0, 256, (9 * k, 16 * k, 3), dtype=np.uint8)
+    cy, cx = np.array([0, 4, 8]), np.array([15, 3, 0])
+    rows = ((cy * k)[:, None] + np.arange(k)[None, :]) * 16 + cx[:, None]
+    got = np.take(compose._runs(img, k), rows).view(np.uint8).reshape(3, k, k, 3)
+    for i, (y, x) in enumerate(zip(cy, cx, strict=True)):
+        assert np.array_equal(got[i], img[y * k : (y + 1) * k, x * k : (x + 1) * k])
+    m = rng.random((3, 3, 5)).astype(np.float32)
+    sigma = np.einsum("ijn,kjn->ikn", m, m) + np.eye(3, dtype=np.float32)[..., None]
+    var = sigma[[0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]][:, None, :]  # (6, 1, 5)
+    cov = rng.random((3, 1, 5)).astype(np.float32)
+    coef = np.empty((4, 1, 5), np.float32)
+    compose._solve_3x3(var, cov, coef)
+    want = np.linalg.solve(sigma.transpose(2, 0, 1), cov[:, 0].T[..., None])[..., 0].T
+    assert np.allclose(coef[:3, 0], want, rtol=1e-3, atol=1e-4)
