@@ -77,7 +77,7 @@ def test_refine_improves_boundaries_on_real_photos() -> None:
 
 
 def test_output_buffer_is_reused_until_the_shape_changes() -> None:
-    frame = _photo()
+    frame = np.random.default_rng(3).integers(0, 256, (416, 640, 3), dtype=np.uint8)
     state = _state(np.full(frame.shape[:2], 255, np.uint8), frame)
     r1 = render(state, frame, privacy=True, mask_ok=True)
     r2 = render(state, frame.copy(), privacy=True, mask_ok=True)
