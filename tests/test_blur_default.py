@@ -37,3 +37,11 @@ def test_the_tutorial_look_does_not_and_stays_available(blur):
     """--blur 1 (the tutorial's look) leaves such text at more than half its contrast."""
     assert contrast_left(blur, H / 8) > 0.5
     assert CompositorConfig(blur=blur).blur == 1.0
+
+
+def test_a_stronger_blur_never_keeps_more_detail():
+    """Downscaling before blurring must not fold fine detail into coarser patterns (aliasing):
+    a reduced-resolution blur once kept more of a letter-scale grating at --blur 4 than at 3."""
+    for period in (H / 8, H / 6):
+        kept = [contrast_left(b, period) for b in (1.0, 2.0, 3.0, 4.0, 5.0)]
+        assert all(a >= b for a, b in zip(kept, kept[1:], strict=False)), (period, kept)
