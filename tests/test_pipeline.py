@@ -283,6 +283,9 @@ def test_call_survives_a_killed_stage(tmp_path, victim):
         folder = Path(call.links()["frames"][len("ipc://") :]).parent
         display = folder / "display.json"
         wait_for(lambda: (_snapshot(display) or (0, 0))[1] > 30, 90, "frames on the display")
+        call.wait_line(rf"started a spare {victim} \(pid \d+\)", 30, "the spare")
+        shown = (_snapshot(display) or (0, 0))[1]  # the spare's imports take 1-2 s
+        wait_for(lambda: (_snapshot(display) or (0, 0))[1] > shown + 60, 30, "2 s more")
         fps = read_json(folder / "capture.json")["capture_fps"]
         pid = int(call.wait_line(rf"started {victim} \(pid (\d+)\)", 5, "pid")[1])
         killed_at = time.time()
