@@ -18,7 +18,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from tests.conftest import MEDIA, SELFIE, Procs, launch, needs_shared, read_json, wait_for
 
@@ -87,7 +86,7 @@ def run_recorded(tmp_path: Path, clip: Path, *extra: str) -> list[float]:
     rec = tmp_path / f"rec{'-'.join(extra)}.mp4"
     r = launch(
         "--source", clip, "--loop", "--model", "selfie", "--model-dir", SELFIE, "--headless",
-        "--mask-interval", "1", "--max-frames", "210", "--output", rec, *extra,
+        "--mask-interval", "1", "--max-frames", "150", "--output", rec, *extra,
         timeout=180,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
@@ -97,7 +96,7 @@ def run_recorded(tmp_path: Path, clip: Path, *extra: str) -> list[float]:
 def test_moving_person_never_shows_the_room_sharp(tmp_path):
     clip = make_clip(tmp_path / "moving.avi", speed=4.0)
     shares = run_recorded(tmp_path, clip)
-    assert len(shares) >= 150
+    assert len(shares) >= 120
     assert max(shares) < 0.002, f"room shown sharp: max {max(shares):.2%} of a frame"
     # The same run with the old design does show it: the test can see a leak.
     old = run_recorded(tmp_path, clip, "--no-motion")
@@ -139,15 +138,15 @@ def test_frozen_worker_with_a_moving_person_still_hides_the_room(tmp_path):
     assert max(shares) < 0.002, f"room shown sharp: max {max(shares):.2%} of a frame"
 
 
-@pytest.mark.parametrize("noise", [0.0, 2.0])
-def test_still_scene_loses_no_pixel_to_the_change_rule(tmp_path, noise):
-    clip = make_clip(tmp_path / "still.avi", speed=0.0, frames=60, noise=noise)
+def test_still_scene_loses_no_pixel_to_the_change_rule(tmp_path):
+    """A person sitting still, with a webcam's noise (sigma 2 levels) on every frame."""
+    clip = make_clip(tmp_path / "still.avi", speed=0.0, frames=60, noise=2.0)
     stats = tmp_path / "s.json"
     r = launch(
         "--source", clip, "--loop", "--model", "selfie", "--model-dir", SELFIE, "--headless",
-        "--mask-interval", "0.5", "--max-frames", "120", "--stats-json", stats, timeout=120,
+        "--mask-interval", "0.5", "--max-frames", "90", "--stats-json", stats, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     comp = read_json(stats)["stages"]["compositor"]
-    assert comp["masks_applied"] >= 2 and comp["motion_tracked_frames"] >= 60
+    assert comp["masks_applied"] >= 2 and comp["motion_tracked_frames"] >= 45
     assert comp["motion_hidden_frames"] == 0, comp.get("motion_hidden_share")
