@@ -5,8 +5,8 @@ import json
 import signal
 
 from tests.conftest import (
-    HIKE,
-    STANDIN,
+    ANCHOR,
+    SELFIE,
     endpoints,
     launch,
     needs_shared,
@@ -28,38 +28,19 @@ def by_worker(tmp_path):
 
 
 def test_two_workers_both_contribute(tmp_path, port_base):
-    """Mask R-CNN stand-in (a model slower than the camera), one OpenCV thread per worker, two
-    workers started by launch.py: both get frames and both masks are applied.
+    """Two workers slower than the camera (the selfie model resting 0.5 s between masks, as
+    Mask R-CNN would take), started by launch.py: both get frames and both masks are applied.
 
     How many more masks two workers give than one is a measurement, not a test:
     ``python bench/bench_workers.py`` (both rates side by side in one run, with the machine).
     """
     stats = tmp_path / "s.json"
     r = launch(
-        "--source",
-        HIKE / "frames",
-        "--loop",
-        "--fps",
-        10,
-        "--model",
-        "maskrcnn",
-        "--model-dir",
-        STANDIN,
-        "--proposals",
-        10,
-        "--threads",
-        1,
-        "--workers",
-        2,
-        "--headless",
-        "--max-frames",
-        150,
-        "--stats-json",
-        stats,
-        "--port-base",
-        port_base,
+        "--source", ANCHOR, "--loop", "--model", "selfie", "--model-dir", SELFIE,
+        "--mask-interval", 0.5, "--threads", 1, "--workers", 2, "--headless",
+        "--max-frames", 100, "--stats-json", stats, "--port-base", port_base,
         timeout=120,
-    )
+    )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     s = json.loads(stats.read_text())
     assert len(s["masks_by_worker"]) == 2 and all(v > 0 for v in s["masks_by_worker"].values())
