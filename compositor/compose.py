@@ -16,7 +16,7 @@ blur is the most expensive thing per frame. Here instead:
   a local mean of the model's probability: the edge stays where the model put it). Per-pixel
   work happens only in the band of grid cells where the edge can be; elsewhere a pixel is the
   frame or the background by its cell's class (no float pass over the full frame). Background:
-  a mask-weighted, normalised blur at half the grid (no person colour in it), upsampled.
+  a mask-weighted, normalised blur below the grid's resolution (no person colour in it), upsampled.
 
 Every building block is a pure function; ``ComposeState`` only holds the latest mask, the opened
 background and buffers reused between frames (keyed by frame shape).
