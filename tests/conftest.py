@@ -248,7 +248,20 @@ def xdisplay() -> Iterator[str]:
     os.close(w)
     with os.fdopen(r) as f:
         number = f.readline().strip()
-    yield f":{number}"
+    display = f":{number}"
+
+    def answers() -> bool:  # the number can come before the server takes clients (seen in CI)
+        assert proc.poll() is None, f"Xvfb {display} exited with code {proc.returncode}"
+        r = subprocess.run(
+            ["xdotool", "getdisplaygeometry"],
+            env=dict(os.environ, DISPLAY=display),
+            capture_output=True,
+            timeout=10,
+        )
+        return r.returncode == 0
+
+    wait_for(answers, 20, f"Xvfb {display} to take clients", step=0.1)
+    yield display
     proc.terminate()
     proc.wait(5)
 
