@@ -34,10 +34,7 @@ from bench import quality_lab as lab  # noqa: E402
 from bench.harness import describe, launch_stats  # noqa: E402
 from compositor import compose  # noqa: E402
 
-SHARED = REPO.parent / "shared"
-SELFIE = SHARED / "models/selfie-segmentation"
-GT_IMAGES = SHARED / "media/gt_images"
-GT_VIDEO = SHARED / "media/gt_video"
+SELFIE, GT_IMAGES, GT_VIDEO = lab.SELFIE, lab.GT_IMAGES, lab.GT_VIDEO  # one place for the paths
 WIDTH = 640
 
 

@@ -30,8 +30,8 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
+from common.endpoints import is_loopback
 from common.errors import FatalError
-from common.sockets import is_loopback
 
 SERVER = "compositor"
 WORKER = "worker"

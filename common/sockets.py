@@ -9,10 +9,8 @@ waits instead (``send_blocking``), which turns the same sockets into lossless ba
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,19 +100,6 @@ def drain(sock: zmq.Socket, limit: int = 1000) -> list[list[Any]]:
             break
         out.append(parts)
     return out
-
-
-def is_loopback(endpoint: str) -> bool:
-    """True for tcp://127.x, localhost, [::1], ipc, inproc: links that never leave the machine."""
-    if endpoint.startswith(("ipc://", "inproc://")):
-        return True
-    host = urllib.parse.urlsplit(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class BadMessages:

@@ -16,6 +16,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from common import protocol, security, sockets
+from common.endpoints import is_loopback
 from common.errors import FatalError
 from compositor.config import CompositorConfig
 
@@ -131,6 +132,6 @@ def open_links(config: CompositorConfig, ctx: zmq.Context) -> Links:
         router.bind(config.infer_bind)
     except zmq.ZMQError as exc:
         raise FatalError(f"cannot listen on {config.infer_bind}: {exc.strerror}") from None
-    remote = not sockets.is_loopback(config.infer_bind)
+    remote = not is_loopback(config.infer_bind)
     encoding = config.remote_encoding if remote else "raw"
     return Links(frames_in, router, out, control, monitor, auth, encoding, config.jpeg_quality)

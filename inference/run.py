@@ -12,7 +12,8 @@ import os
 from collections.abc import Sequence
 
 from common import config as settings
-from common import security, sockets
+from common import security
+from common.endpoints import is_loopback
 from common.runtime import Runtime
 from common.stats import Stats
 from inference.config import MODEL_FIELDS, WorkerConfig
@@ -74,7 +75,7 @@ def run(config: WorkerConfig, rt: Runtime) -> int:
         cv2.setNumThreads(config.threads)
     stats = Stats("inference", rt.log, config.stats_json, log_every=1.0 if config.verbose else 5.0)
     stats.live = lambda: {"inference_fps": round(stats.rate("masks_sent"), 3)}
-    me = Identity(config.worker_name, config.model, not sockets.is_loopback(config.connect))
+    me = Identity(config.worker_name, config.model, not is_loopback(config.connect))
     worker = Worker(
         me,
         Link(rt.ctx, config.connect, keys, me.name),
