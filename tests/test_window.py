@@ -32,9 +32,13 @@ def _picture() -> np.ndarray:
 def test_window_keys_badge_and_quit(xdisplay, tmp_path, port_base):
     comp = FakeCompositor(port_base)
     rec = tmp_path / "rec.mp4"
+    # The test sends pictures only between its key presses; under load a pause can pass 0.5 s,
+    # and the display would rightly record the picture hidden (tests/test_display_process.py
+    # covers that rule). Here the recording must hold the call picture itself.
     proc = start_display(
-        tmp_path, port_base, "--output", rec, "--mirror", extra_env={"DISPLAY": xdisplay}
-    )
+        tmp_path, port_base, "--output", rec, "--mirror", "--stale-after", "30",
+        extra_env={"DISPLAY": xdisplay},
+    )  # fmt: skip
     log = tmp_path / "display.log"
     try:
         comp.wait_for_display()
