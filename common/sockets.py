@@ -155,9 +155,16 @@ def recv_newest(
     newest picture instead of catching up through a queue. Messages of the ``also`` kinds are
     returned in order; anything else is dropped and counted as bad.
     """
+    return keep_newest(drain(sock, limit), bad, keep, also)
+
+
+def keep_newest(
+    batch: list[list[Any]], bad: BadMessages, keep: type, also: tuple[type, ...] = ()
+) -> Newest:
+    """``recv_newest`` on messages already received (a worker drains its socket itself)."""
     out = Newest()
     expect = (keep, *also)
-    for parts in drain(sock, limit):
+    for parts in batch:
         msg = decode_or_count(parts, bad, time.time(), expect)
         if msg is None:
             continue

@@ -57,7 +57,6 @@ class Dispatcher:
         self.in_flight: OrderedDict[tuple[bytes, int], InFlight] = OrderedDict()
         self.round_trip_s = 0.0  # moving average of hand-out -> genuine mask
         self.last_dispatch = float("-inf")
-        self.last_heartbeat = float("-inf")
 
     # --- workers ---------------------------------------------------------------------------
     def ready(self, identity: bytes, name: str, now: float) -> bool:
@@ -75,11 +74,20 @@ class Dispatcher:
         return self.pool.lost(identity)
 
     def heartbeats_due(self, now: float) -> list[bytes]:
-        """The idle workers to send a heartbeat now (every ``HEARTBEAT_S``)."""
-        if now - self.last_heartbeat < HEARTBEAT_S:
-            return []
-        self.last_heartbeat = now
-        return list(self.pool.idle)
+        """The idle workers to send a heartbeat now: those not heard from, nor sent a heartbeat,
+        for ``HEARTBEAT_S``.
+
+        Not one that just answered: it is known alive, and a heartbeat it answers with READY
+        just as it is handed the next frame gives it a second frame (a backlog, see
+        ``inference.worker``).
+        """
+        due = []
+        for identity in self.pool.idle:
+            slot = self.pool.slots[identity]
+            if now - max(slot.last_seen, slot.pinged) >= HEARTBEAT_S:
+                slot.pinged = now
+                due.append(identity)
+        return due
 
     # --- hand-outs -------------------------------------------------------------------------
     def paced(self, now: float) -> bool:

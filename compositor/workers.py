@@ -22,6 +22,7 @@ class Slot:
     busy_frame: int | None = None
     busy_since: float = 0.0
     last_seen: float = 0.0
+    pinged: float = float("-inf")  # last heartbeat sent
 
 
 class WorkerPool:

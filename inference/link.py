@@ -73,6 +73,9 @@ def mismatch_message(endpoint: str, keys: security.ClientKeys | None) -> str:
     )
 
 
+RECEIVE_QUEUE = 4  # frames (see Link.open)
+
+
 class Link:
     """DEALER to the compositor with the project's socket defaults and a handshake monitor."""
 
@@ -87,7 +90,10 @@ class Link:
         self._unresolved_warned = -float("inf")
 
     def open(self) -> None:
-        sock = sockets.make_socket(self.ctx, zmq.DEALER)
+        # Room for a few frames in the receive queue: frames that queued up (a READY crossing a
+        # hand-out) must be visible at once to be skipped; with room for one they arrive one by
+        # one and the worker could never tell it is behind. Bounded: a few frames' memory.
+        sock = sockets.make_socket(self.ctx, zmq.DEALER, hwm=RECEIVE_QUEUE)
         security.apply_client(sock, self.keys)
         self.monitor = sock.get_monitor_socket(MONITORED)
         sock.connect(self.endpoint)
@@ -121,13 +127,17 @@ class Link:
         except zmq.Again:
             return False
 
-    def recv(self, timeout_s: float) -> list[Any] | None:
-        """One message within ``timeout_s``, or None; raises ``FatalError`` on a refused key."""
+    def recv(self, timeout_s: float) -> list[list[Any]]:
+        """Everything queued once something arrives within ``timeout_s`` (empty: nothing came).
+
+        All of it, so the worker can answer only the newest frame (see ``worker.newest``).
+        Raises ``FatalError`` on a refused key.
+        """
         assert self.sock is not None
         ready = dict(self.poller.poll(int(timeout_s * 1000)))
         if self.monitor in ready:
             self.check_handshakes()
-        return sockets.recv_parts(self.sock) if self.sock in ready else None
+        return sockets.drain(self.sock, limit=100) if self.sock in ready else []
 
     def check_handshakes(self) -> None:
         assert self.monitor is not None

@@ -25,8 +25,6 @@ from inference.forward import Forward
 from inference.link import Link
 from inference.pacing import MaskPacer
 
-EXPECT = (protocol.Frame, protocol.Heartbeat)
-
 
 @dataclass(frozen=True)
 class Identity:
@@ -76,17 +74,23 @@ class Worker:
         now = self.clock()
         if self.pacer.ready_due(now):
             self.say_ready(now)
-        parts = self.link.recv(self.pacer.wait_s(now))
+        batch = self.link.recv(self.pacer.wait_s(now))
         now = self.clock()
-        if parts is None:
+        if not batch:
             self.on_quiet(now)
             return True
         self.awaiting_since = None
-        msg = sockets.decode_or_count(parts, self.bad, time.time(), EXPECT)
-        if isinstance(msg, protocol.Heartbeat):
+        # Only the newest frame is answered: the compositor can hand one over while the worker's
+        # READY (answering a heartbeat) is on its way, and a worker that answered every frame in
+        # turn would keep that backlog forever, each mask for a frame the compositor has long
+        # forgotten (seen: a remote worker sending 24 masks/s, all rejected as not handed out).
+        # The mask for the newest frame settles the compositor's records of the older ones.
+        got = sockets.keep_newest(batch, self.bad, protocol.Frame, (protocol.Heartbeat,))
+        self.stats.count("frames_skipped", got.older)
+        if got.message is not None:
+            return self.on_frame(got.message, now)
+        if got.others:  # heartbeats only
             self.say_ready(now)  # also while resting: it is what keeps the link alive
-        elif isinstance(msg, protocol.Frame):
-            return self.on_frame(msg, now)
         return True
 
     def on_quiet(self, now: float) -> None:

@@ -164,3 +164,16 @@ def test_heartbeats_go_to_idle_workers_once_a_second():
     assert d.heartbeats_due(now=5.0 + HEARTBEAT_S / 2) == []
     hand(d, frame(1), now=5.5)  # a is busy: no heartbeat for it
     assert d.heartbeats_due(now=5.0 + HEARTBEAT_S) == [b"b"]
+
+
+def test_no_heartbeat_to_a_worker_that_just_answered():
+    """Its READY answering the heartbeat would cross the next hand-out: a second frame for it."""
+    d = dispatcher(b"a")
+    hand(d, frame(1), now=0.0)
+    d.claim(b"a", 1, 7, now=1.0)
+    d.ready(b"a", "A", now=1.0)  # its mask: idle again, heard from just now
+    assert d.heartbeats_due(now=1.01) == []
+    assert d.heartbeats_due(now=1.0 + HEARTBEAT_S) == [b"a"]  # idle and quiet for a second
+    d.ready(b"a", "A", now=2.05)  # it answered
+    assert d.heartbeats_due(now=2.5) == []
+    assert d.heartbeats_due(now=2.05 + HEARTBEAT_S) == [b"a"]

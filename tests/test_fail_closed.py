@@ -60,14 +60,33 @@ def rate(a, b, i):
     return (b[i] - a[i]) / (b[3] - a[3])
 
 
+def shown_run(tmp_path, frames: int, timeout: float, what: str):
+    """Wait for ``frames`` frames in a row (as the stats file tells) with at most 3 hidden.
+
+    The run may start late: on two loaded cores a mask is now and then older than the limit for
+    a moment (CI saw 4 of 30 frames hidden right after masks resumed), which is the fail-closed
+    rule working, not the picture failing to return. A picture that never returns times out.
+    """
+    base = [counts(tmp_path)]
+
+    def ok():
+        c = counts(tmp_path)
+        if c[0] < base[0][0] + frames:
+            return None
+        if c[1] - base[0][1] <= 3:
+            return c
+        base[0] = c  # too many hidden in this run: look at the next one
+        return None
+
+    return wait_for(ok, timeout, what)
+
+
 def test_silent_worker_hides_the_room_and_display_keeps_going(procs, port_base, tmp_path):
     # 1 s: the selfie model's own limit (launch.py's); on two busy shared cores a selfie mask is
     # now and then 0.5-0.9 s old while the worker runs (measured: p95 0.6-0.9 s at load 11)
     worker = start_pipeline(procs, port_base, tmp_path, "--max-mask-age", "1.0")
     wait_for(lambda: counts(tmp_path)[2] >= 20, 40, "20 masks applied")
-    c0 = counts(tmp_path)
-    c1 = wait_for(lambda: (c := counts(tmp_path))[0] >= c0[0] + 40 and c, 20, "40 frames more")
-    assert c1[1] - c0[1] <= 3, "frames hidden although masks are fresh"
+    c1 = shown_run(tmp_path, 40, 20, "40 frames shown in a row with masks fresh")
 
     os.kill(worker.pid, signal.SIGSTOP)  # the worker hangs: no more masks
     # the last mask gets older than 1 s: frames are hidden from then on
@@ -79,6 +98,5 @@ def test_silent_worker_hides_the_room_and_display_keeps_going(procs, port_base, 
     assert c2[1] - c1[1] >= c2[0] - c1[0] - 2  # ... with the room hidden: last mask > 1 s old
 
     os.kill(worker.pid, signal.SIGCONT)  # back to life: masks and the normal picture return
-    c3 = wait_for(lambda: (c := counts(tmp_path))[2] > c2[2] + 10 and c, 20, "masks to resume")
-    c4 = wait_for(lambda: (c := counts(tmp_path))[0] >= c3[0] + 30 and c, 20, "30 frames more")
-    assert c4[1] - c3[1] <= 3
+    wait_for(lambda: counts(tmp_path)[2] > c2[2] + 10, 20, "masks to resume")
+    shown_run(tmp_path, 30, 20, "30 frames shown in a row again")

@@ -133,6 +133,26 @@ def test_bad_messages_are_dropped_and_counted_not_fatal(procs, tmp_path, comp):
     assert "dropped a bad message" in w.log_path.read_text()
 
 
+@needs_shared
+def test_frames_that_queued_up_get_one_mask_for_the_newest(procs, tmp_path, comp):
+    """A worker handed frames faster than it answers (a READY crossing a hand-out) answers only
+    the newest: answering each in turn would keep the backlog forever."""
+    start_worker(procs, comp.endpoint, "--stats-json", tmp_path / "w.json", name="w1")
+    who, _, _ = comp.expect(protocol.Ready, 60, "READY")
+    image = picture(720, 1280)
+    ids = [comp.frame(who, image)[0] for _ in range(6)]  # a burst, sent within a millisecond
+    answered = []
+    while not answered or answered[-1] != ids[-1]:
+        _, mask, _ = comp.expect(protocol.Mask, 30, "masks for the burst")
+        answered.append(mask.frame_id)
+    # the first (taken alone), then the newest of those that queued meanwhile (the receive queue
+    # holds a few: at most one more batch); answered one by one it would be all six
+    assert len(answered) <= 3, answered
+    assert not comp.router.poll(500)  # nothing more: no backlog being worked through
+    s = wait_for(lambda: (s := read_json(tmp_path / "w.json")).get("masks_sent") and s, 10, "stats")
+    assert s["frames_skipped"] == 6 - len(answered)
+
+
 # --------------------------------------------------------------------------- --mask-interval
 
 
