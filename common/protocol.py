@@ -61,9 +61,14 @@ def _text(choices: tuple[str, ...] = (), default: Any = MISSING) -> Any:
     return field(default=default, metadata={"type": str, "choices": choices})
 
 
-def _image(channels: int) -> Any:
-    """The picture: HxWx3 BGR (channels 3) or HxW (channels 1), uint8; not a header field."""
-    return field(default=None, repr=False, compare=False, metadata={"image": channels})
+def _image(channels: int, extra: bool = False) -> Any:
+    """The picture: HxWx3 BGR (channels 3) or HxW (channels 1), uint8; not a header field.
+
+    ``extra``: an optional second picture of the same height and width (a third part, raw
+    only, its shape in the header as ``<name>_shape``), e.g. the alpha beside an output picture.
+    """
+    meta = {"image": channels, "extra": extra}
+    return field(default=None, repr=False, compare=False, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,11 @@ class Output:
     # why the picture is hidden: "" (it is not), "waiting" (no mask yet), "stale", "mismatch"
     hidden: str = _text(("", "waiting", "stale", "mismatch"), "")
     mask_age_ms: float | None = _float(0.0, 1e9, None, optional=True)
+    mask_fps: float | None = _float(0.0, 1000.0, None, optional=True)  # masks applied per second
     image: np.ndarray = _image(3)
+    # the alpha applied (uint8, 255 = person kept sharp): only while the display asked for it
+    # (``View``), for the window's mask view; never part of what the call sees
+    alpha: np.ndarray | None = _image(1, extra=True)
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,14 @@ class Control:
 
 
 @dataclass(frozen=True)
+class View:
+    """display -> compositor: send (or stop sending) the alpha with every picture (mask view)."""
+
+    KIND: ClassVar[str] = "view"
+    mask: bool = _bool()
+
+
+@dataclass(frozen=True)
 class End:
     """A file source finished: flows capture -> compositor -> display."""
 
@@ -147,15 +164,22 @@ class End:
     frame_id: int = _int(-1, MAX_ID, -1)  # the last frame sent (-1: none)
 
 
-Message = Frame | Mask | Output | Ready | Heartbeat | Control | End
-KINDS: dict[str, type] = {m.KIND: m for m in (Frame, Mask, Output, Ready, Heartbeat, Control, End)}
+Message = Frame | Mask | Output | Ready | Heartbeat | Control | View | End
+KINDS: dict[str, type] = {
+    m.KIND: m for m in (Frame, Mask, Output, Ready, Heartbeat, Control, View, End)
+}
 
 
 def _image_channels(cls: type) -> int | None:
     for f in fields(cls):
-        if "image" in f.metadata:
+        if "image" in f.metadata and not f.metadata["extra"]:
             return f.metadata["image"]
     return None
+
+
+def _extra_image(cls: type) -> Any:
+    """The field of the kind's optional second picture, or None."""
+    return next((f for f in fields(cls) if f.metadata.get("extra")), None)
 
 
 # --------------------------------------------------------------------------- encode
@@ -164,9 +188,14 @@ def _image_channels(cls: type) -> int | None:
 def encode(msg: Message, *, enc: str = "raw", quality: int = 90) -> list[Any]:
     """The multipart message for ``msg``; raw pixels are passed zero-copy (no tobytes)."""
     header: dict[str, Any] = {"p": MAGIC, "v": VERSION, "kind": msg.KIND}
-    image = None
+    image = extra = None
     for f in fields(msg):
-        if "image" in f.metadata:
+        if f.metadata.get("extra"):
+            extra = getattr(msg, f.name)
+            if extra is not None:
+                extra = np.ascontiguousarray(extra)
+                header[f"{f.name}_shape"] = list(extra.shape)
+        elif "image" in f.metadata:
             image = getattr(msg, f.name)
         else:
             header[f.name] = getattr(msg, f.name)
@@ -176,6 +205,10 @@ def encode(msg: Message, *, enc: str = "raw", quality: int = 90) -> list[Any]:
         raise ValueError(f"a {msg.KIND} message needs its picture")
     image = np.ascontiguousarray(image)
     header.update(shape=list(image.shape), dtype=str(image.dtype), enc=enc)
+    if extra is not None:
+        if enc != "raw":
+            raise ValueError("a second picture travels raw only")
+        return [msgpack.packb(header), memoryview(image).cast("B"), memoryview(extra).cast("B")]
     if enc == "raw":
         return [msgpack.packb(header), memoryview(image).cast("B")]
     if enc == "jpeg":
@@ -221,8 +254,8 @@ def _check_field(kind: str, name: str, meta: dict, value: Any) -> None:
 
 
 def _header(parts: list[Any]) -> dict[str, Any]:
-    if not 1 <= len(parts) <= 2:
-        raise ProtocolError(f"expected 1 or 2 parts, got {len(parts)}")
+    if not 1 <= len(parts) <= 3:
+        raise ProtocolError(f"expected 1 to 3 parts, got {len(parts)}")
     raw = _buffer(parts[0])
     if raw.nbytes > MAX_HEADER_BYTES:
         raise ProtocolError(f"header of {raw.nbytes} bytes is too big")
@@ -265,10 +298,25 @@ def decode(parts: list[Any], expect: tuple[type, ...] | None = None) -> Message:
         if len(parts) != 1:
             raise ProtocolError(f"{cls.KIND} message must not carry a payload")
         return cls(**values)
-    if len(parts) != 2:
-        raise ProtocolError(f"{cls.KIND} message without pixels")
-    values["image"] = _image_payload(cls.KIND, header, _buffer(parts[1]), channels)
+    extra = _extra_image(cls)
+    if len(parts) == 1 or (len(parts) == 3 and extra is None):
+        raise ProtocolError(f"{cls.KIND} message without pixels, or with too many")
+    values["image"] = image = _image_payload(cls.KIND, header, _buffer(parts[1]), channels)
+    if len(parts) == 3:
+        values[extra.name] = _extra_payload(cls.KIND, header, parts[2], extra, image.shape)
     return cls(**values)
+
+
+def _extra_payload(kind: str, header: dict, part: Any, f: Any, shape: tuple) -> np.ndarray:
+    """The second picture: raw, declared as ``<name>_shape``, the first picture's height and
+    width (so it costs no more memory than the picture it comes with)."""
+    want = [shape[0], shape[1]] + ([3] if f.metadata["image"] == 3 else [])
+    if header.get(f"{f.name}_shape") != want:
+        raise ProtocolError(f"{kind} message with a bad {f.name!r} shape")
+    buf = _buffer(part)
+    if buf.nbytes != int(np.prod(want)):
+        raise ProtocolError(f"{kind} message: {f.name!r} is {buf.nbytes} bytes")
+    return np.frombuffer(buf, dtype=np.uint8).reshape(want)
 
 
 def _image_payload(kind: str, header: dict, buf: memoryview, channels: int) -> np.ndarray:

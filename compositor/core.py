@@ -6,7 +6,8 @@ messages between the sockets and this object.
   for that frame and stream), of a plausible size for that frame (``maskslot.mask_problem``) and
   newer than the applied one (``MaskSlot.newer``). Everything else is dropped and counted, by
   reason (``masks_rejected_by_reason``); a malformed message never gets this far (``bad_messages``).
-* CONTROL: privacy toggle/on/off, logged when it changes.
+* CONTROL: privacy toggle/on/off, logged when it changes. VIEW: the display's window wants the
+  applied alpha with every picture (its mask view, ``m``) or no longer.
 * peers refused at the handshake: counted, logged rate-limited.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +27,7 @@ from compositor.maskslot import mask_problem
 from compositor.picture import Picture
 
 REFUSED_LOG_S = 5.0
+RATE_WINDOW_S = 5.0
 # Counters present in the stats from the start (0 until something happens), so readers of the
 # stats file (launch.py, tests) never miss a key.
 COUNTERS = (
@@ -65,6 +68,9 @@ class Core:
         self.rejected: dict[str, int] = {}  # masks rejected, by reason
         self.hidden: dict[str, int] = {}  # frames hidden, by reason (Output.hidden)
         self.last_refused_log = float("-inf")
+        self.mask_view = False  # the display asked for the alpha with every picture
+        self.applied_at: deque[float] = deque()  # when masks were applied, the last RATE_WINDOW_S
+        self.started = clock()
         for name in COUNTERS:
             stats.counts[name] += 0
         stats.live = self.live_stats
@@ -101,10 +107,19 @@ class Core:
             self.stats.count("masks_stale")
             return False
         self.picture.apply_mask(rec, msg.image)
+        self.applied_at.append(self.clock())
         name = self._name(identity, msg)
         self.masks_by_worker[name] = self.masks_by_worker.get(name, 0) + 1
         self.stats.count("masks_applied")
         return True
+
+    def mask_rate(self) -> float:
+        """Masks applied per second over the last ``RATE_WINDOW_S`` (the window's overlay: what
+        the user sees now, not the run's average; 0 once masks stopped)."""
+        now = self.clock()
+        while self.applied_at and now - self.applied_at[0] > RATE_WINDOW_S:
+            self.applied_at.popleft()
+        return len(self.applied_at) / max(min(RATE_WINDOW_S, now - self.started), 1.0)
 
     def reject(self, reason: str) -> None:
         self.stats.count("masks_rejected")
@@ -139,7 +154,12 @@ class Core:
         if out.hidden:
             self.hidden[out.hidden] = self.hidden.get(out.hidden, 0) + 1
 
-    def on_control(self, msg: protocol.Control) -> None:
+    def on_control(self, msg: protocol.Control | protocol.View) -> None:
+        if isinstance(msg, protocol.View):
+            if msg.mask != self.mask_view:
+                self.log.info("mask view %s (the display's window)", "on" if msg.mask else "off")
+            self.mask_view = msg.mask
+            return
         self.privacy.apply(msg.privacy)
 
     def report_privacy(self, final: bool = False) -> None:

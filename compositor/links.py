@@ -80,11 +80,13 @@ class Links:
         return out
 
     # --- display ---------------------------------------------------------------------------
-    def controls(self, bad: sockets.BadMessages, now: float) -> list[protocol.Control]:
+    def controls(
+        self, bad: sockets.BadMessages, now: float
+    ) -> list[protocol.Control | protocol.View]:
         """The display's queued key commands (bounded: a flood cannot starve the loop)."""
         out = []
         for parts in sockets.drain(self.control, limit=100):
-            msg = sockets.decode_or_count(parts, bad, now, (protocol.Control,))
+            msg = sockets.decode_or_count(parts, bad, now, (protocol.Control, protocol.View))
             if msg is not None:
                 out.append(msg)
         return out  # type: ignore[return-value]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from common import protocol, sockets
 from common.runtime import Runtime
@@ -62,6 +63,9 @@ def send_output(
 ) -> bool:
     """Composite ``frame`` (or hide it) and send it to the display."""
     out, alpha = core.picture.composite(frame, core.privacy.on)
+    # the mask rate for the window's stats overlay; the alpha only while its mask view is on
+    mask_fps = round(core.mask_rate(), 2)
+    out = replace(out, mask_fps=mask_fps, alpha=alpha if core.mask_view else None)
     sent = links.send_out(out, blocking, rt.stopping)
     if sent:
         core.shown(out)

@@ -83,14 +83,17 @@ class Readings:
     fps: float
     latency_ms: float | None
     mask_age_ms: float | None
+    mask_fps: float | None = None
 
 
 def stats_lines(r: Readings) -> list[str]:
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v:.0f} ms"
 
+    rate = "-" if r.mask_fps is None else f"{r.mask_fps:.2f}/s"
     return [
         f"display {r.fps:.1f} fps",
+        f"masks {rate}",
         f"latency {ms(r.latency_ms)}",
         f"mask age {ms(r.mask_age_ms)}",
     ]
@@ -103,13 +106,30 @@ class Look:
     badge: str | None = None
     stats: Readings | None = None  # None: overlay off
     mirror: bool = False
+    alpha: np.ndarray | None = None  # mask view: the alpha the compositor applied (None: off)
+
+
+def mask_view(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The picture dimmed, with what the mask keeps sharp tinted green (a copy).
+
+    Why a tint over the picture rather than the bare mask: what the user wants to see is where
+    the mask sits on them (a missing hand, a chair kept sharp), which needs the picture under it.
+    """
+    out = cv2.convertScaleAbs(image, alpha=0.5)
+    out[..., 1] = cv2.add(out[..., 1], cv2.convertScaleAbs(alpha, alpha=0.5))
+    return out
 
 
 def window_picture(call_picture: np.ndarray, look: Look) -> np.ndarray:
-    """The self-view: mirrored if asked, then badge and overlay (text is never mirrored)."""
-    out = cv2.flip(call_picture, 1) if look.mirror else call_picture
-    if look.badge:
-        out = draw_badge(out, look.badge)
+    """The self-view: mask view if on, mirrored if asked, then badge and overlay (text is never
+    mirrored)."""
+    out, badge = call_picture, look.badge
+    if look.alpha is not None and look.alpha.shape == out.shape[:2]:
+        out = mask_view(out, look.alpha)
+        badge = badge or "mask view"
+    out = cv2.flip(out, 1) if look.mirror else out
+    if badge:
+        out = draw_badge(out, badge)
     if look.stats is not None:
         out = draw_lines(out, stats_lines(look.stats))
     return out

@@ -1,10 +1,11 @@
 """Display: show the composited picture in a window ("Video Call"), record it, send it to a call.
 
 ``p`` toggles privacy (sent to the compositor, which owns the state), ``s`` toggles a stats overlay,
-``q`` or closing the window quits the whole pipeline (the launcher stops everything when the
-display exits). The display always shows the newest picture and drops older ones. If no picture
-comes for ``--stale-after`` (the compositor crashed and is being restarted), it shows the last one
-fully hidden with a badge until pictures come again. What the window adds (badge, overlay,
+``m`` the mask view (the compositor then sends the applied alpha with every picture), ``q`` or
+closing the window quits the whole pipeline (the launcher stops everything when the display
+exits). The display always shows the newest picture and drops older ones. If no picture comes for
+``--stale-after`` (the compositor crashed and is being restarted), it shows the last one fully
+hidden with a badge until pictures come again. What the window adds (badge, overlay, mask view,
 mirroring) never reaches the virtual camera or the recording.
 
 Layout: ``picture`` (pure rules), ``window`` (highgui), ``recording``/``mp4`` and ``vcam`` (the
@@ -40,7 +41,10 @@ WINDOW = TITLE
 def build_parser() -> OneLineParser:
     p = OneLineParser(
         prog="python -m display",
-        description="Show the privacy-mode picture: 'p' toggles privacy, 's' stats, 'q' quits.",
+        description=(
+            "Show the privacy-mode picture: 'p' toggles privacy, 's' stats, 'm' mask view, "
+            "'q' quits."
+        ),
     )
     settings.add_arguments(p, DisplayConfig)
     return p
@@ -72,6 +76,9 @@ class Link:
 
     def toggle_privacy(self) -> None:
         sockets.try_send(self.control, protocol.encode(protocol.Control(privacy="toggle")))
+
+    def ask_view(self, mask: bool) -> None:
+        sockets.try_send(self.control, protocol.encode(protocol.View(mask=mask)))
 
     def close(self) -> None:
         self.frames.close(0)
@@ -141,6 +148,8 @@ class Display:
         self.last = Last()
         self.privacy: bool | None = None
         self.show_stats = False
+        self.show_mask = False
+        self.view_asked_at = -float("inf")  # the mask view is asked again every VIEW_REPEAT_S
         self.started = time.monotonic()
         self.stats.live = lambda: {
             "display_fps": round(self.stats.rate("frames_displayed"), 2),
@@ -168,6 +177,9 @@ class Display:
         elif picture.is_stale(self.last.at, now, self.config.stale_after):
             self.on_silence(now)
         self.outputs.tick(now)
+        if self.show_mask and now - self.view_asked_at >= VIEW_REPEAT_S:
+            self.link.ask_view(True)  # again: a restarted compositor does not know it
+            self.view_asked_at = now
         stop = self.on_keys() if self.window else None
         if stop is None and any(isinstance(m, protocol.End) for m in newest.others):
             stop = "ended"
@@ -216,8 +228,11 @@ class Display:
         readings = None
         if self.show_stats:
             lat = self.stats.series.get("e2e_latency_ms")
-            readings = picture.Readings(self.last.fps(), lat[-1] if lat else None, msg.mask_age_ms)
-        look = picture.Look(badge=badge, stats=readings, mirror=self.config.mirror)
+            readings = picture.Readings(
+                self.last.fps(), lat[-1] if lat else None, msg.mask_age_ms, msg.mask_fps
+            )
+        alpha = msg.alpha if self.show_mask and image is msg.image else None
+        look = picture.Look(badge=badge, stats=readings, mirror=self.config.mirror, alpha=alpha)
         self.window.show(picture.window_picture(image, look))
 
     def on_keys(self) -> str | None:
@@ -232,6 +247,11 @@ class Display:
         elif action == "stats":
             self.show_stats = not self.show_stats
             self.log.info("stats overlay %s", "on" if self.show_stats else "off")
+        elif action == "mask":
+            self.show_mask = not self.show_mask
+            self.link.ask_view(self.show_mask)
+            self.view_asked_at = time.monotonic()
+            self.log.info("mask view %s", "on" if self.show_mask else "off")
         if self.window.closed():
             self.log.info("window closed")
             return "closed"
@@ -265,6 +285,7 @@ class Display:
 
 
 EXIT_CODES = {"idle": 3}
+VIEW_REPEAT_S = 1.0  # the mask view is asked for again this often while on
 
 
 def run(config: DisplayConfig, rt: Runtime, opener: Opener = open_pyvirtualcam) -> int:

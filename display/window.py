@@ -38,7 +38,7 @@ def quiet_qt(environ: dict[str, str] = os.environ) -> None:  # type: ignore[assi
 
 # keys -> what they mean in the window
 KEYS = {ord("q"): "quit", ord("Q"): "quit", 27: "quit", ord("p"): "privacy", ord("P"): "privacy"}
-KEYS.update({ord("s"): "stats", ord("S"): "stats"})
+KEYS.update({ord("s"): "stats", ord("S"): "stats", ord("m"): "mask", ord("M"): "mask"})
 
 
 class Window:

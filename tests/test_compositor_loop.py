@@ -216,3 +216,53 @@ def test_no_motion_turns_motion_compensation_off():
     assert build(CompositorConfig(), rt).picture.motion is not None
     assert build(CompositorConfig(motion=False), rt).picture.motion is None
     assert build(CompositorConfig(lockstep=True), rt).picture.motion is None
+
+
+def test_the_alpha_goes_to_the_display_only_while_its_mask_view_asks():
+    ctx = zmq.Context()
+    rt = Runtime(name="compositor", log=logging.getLogger("test-compositor-view"), ctx=ctx)
+    ep = {k: f"inproc://{k}-{id(rt)}" for k in ("frames", "infer", "out", "control")}
+    capture = ctx.socket(zmq.PUSH)
+    capture.bind(ep["frames"])
+    config = CompositorConfig(
+        frames=ep["frames"], infer_bind=ep["infer"], out_bind=ep["out"],
+        control_bind=ep["control"], max_mask_age=60.0,
+    )  # fmt: skip
+    core = build(config, rt)
+    links = open_links(config, ctx)
+    thread = threading.Thread(target=lambda: run_realtime(core, links, rt))
+    thread.start()
+    try:
+        display = ctx.socket(zmq.PULL)
+        display.connect(ep["out"])
+        control = ctx.socket(zmq.PUSH)
+        control.connect(ep["control"])
+        worker = ctx.socket(zmq.DEALER)
+        worker.connect(ep["infer"])
+        deadline = time.monotonic() + DEADLINE_S
+        worker.send_multipart(protocol.encode(protocol.Ready(worker="W", model="fake")))
+        capture.send_multipart(frame_parts(1))
+        assert recv(display, protocol.Output, deadline).alpha is None  # not asked for
+        recv(worker, protocol.Frame, deadline)
+        half = np.zeros((H, W), np.uint8)
+        half[:, : W // 2] = 255  # the person on the left
+        m = protocol.Mask(frame_id=1, stream=7, worker="W", infer_ms=5.0, image=half)
+        worker.send_multipart(protocol.encode(m))
+        control.send_multipart(protocol.encode(protocol.View(mask=True)))
+        i, out = 2, None
+        while out is None or out.alpha is None or out.hidden:
+            capture.send_multipart(frame_parts(i))
+            i += 1
+            out = recv(display, protocol.Output, deadline)
+        assert out.alpha.shape == (H, W) and out.mask_fps is not None and out.mask_fps > 0
+        assert out.alpha[:, : W // 2 - 8].min() == 255 and out.alpha[:, W // 2 + 8 :].max() == 0
+        control.send_multipart(protocol.encode(protocol.View(mask=False)))
+        while out.alpha is not None:
+            capture.send_multipart(frame_parts(i))
+            i += 1
+            out = recv(display, protocol.Output, deadline)
+    finally:
+        rt.stop()
+        thread.join(DEADLINE_S)
+        links.close()
+        ctx.destroy(0)

@@ -85,11 +85,29 @@ def test_window_extras_never_touch_the_call_picture():
     assert (call[:, :320] == (255, 0, 0)).all() and (call[:, 320:] == 0).all()
     assert (shown[100:200, 400:600] == (255, 0, 0)).all()  # mirrored: blue is on the right
     assert (shown[100:200, 40:300] == 0).all()
-    assert picture.stats_lines(picture.Readings(29.96, None, 80.4)) == [
+    assert picture.stats_lines(picture.Readings(29.96, None, 80.4, 0.456)) == [
         "display 30.0 fps",
+        "masks 0.46/s",
         "latency -",
         "mask age 80 ms",
     ]
+
+
+def test_mask_view_tints_what_the_mask_keeps_and_stays_in_the_window():
+    call = np.full((360, 640, 3), 100, np.uint8)
+    call.flags.writeable = False
+    alpha = np.zeros((360, 640), np.uint8)
+    alpha[:, :200] = 255  # the person on the left
+    alpha.flags.writeable = False
+    shown = picture.window_picture(call, picture.Look(alpha=alpha, mirror=True))
+    assert (call == 100).all() and (alpha[:, :200] == 255).all()  # inputs untouched
+    person, room = shown[200:, 460:620].astype(int), shown[200:, 40:400].astype(int)  # mirrored
+    assert (person[..., 1] - person[..., 0] > 100).all()  # green where the mask keeps the person
+    assert (room == 50).all()  # the rest dimmed, not tinted
+    assert (shown[:40, :40, 2] > 200).any()  # the "mask view" badge (red dot) says what this is
+    # an alpha that does not fit the picture (another camera mode) is not drawn
+    odd = picture.window_picture(call, picture.Look(alpha=np.zeros((10, 10), np.uint8)))
+    assert (odd == 100).all()
 
 
 def test_has_display():

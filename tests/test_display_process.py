@@ -67,11 +67,12 @@ class FakeCompositor:
             sent += self.send(image, **fields)
         return sent
 
-    def controls(self, timeout: float) -> list[protocol.Control]:
+    def controls(self, timeout: float) -> list[protocol.Control | protocol.View]:
         got = []
+        kinds = (protocol.Control, protocol.View)
         if self.control.poll(int(timeout * 1000)):
             while self.control.poll(0):
-                got.append(protocol.decode(self.control.recv_multipart(), (protocol.Control,)))
+                got.append(protocol.decode(self.control.recv_multipart(), kinds))
         return got
 
     def silent(self, seconds: float) -> None:

@@ -77,7 +77,7 @@ def test_expect_refuses_other_kinds_on_a_link():
         ([msgpack.packb({"p": "pcam", "v": protocol.VERSION, "kind": "bogus"})], "unknown"),
         ([msgpack.packb({"p": "pcam", "v": protocol.VERSION, "kind": "heartbeat"}), b"x"], "pay"),
         ([msgpack.packb({"p": "pcam", "v": protocol.VERSION, "pad": "y" * 9000})], "big"),
-        ([b"a", b"b", b"c"], "parts"),
+        ([b"a", b"b", b"c", b"d"], "parts"),
         ([], "parts"),
     ],
 )
@@ -162,3 +162,31 @@ def test_jpeg_size_is_read_from_its_sof_marker():
     assert protocol.encoded_size(b"\xff\xd8\xff\xe0garbage", "jpeg") is None
     with pytest.raises(protocol.ProtocolError, match="does not decode"):
         protocol.decode([_header(shape=[20, 20, 3], enc="jpeg"), jpg.tobytes()])
+
+
+def test_output_carries_the_alpha_only_when_given_and_checks_it():
+    image = np.zeros((6, 8, 3), np.uint8)
+    alpha = np.arange(48, dtype=np.uint8).reshape(6, 8)
+    plain = protocol.encode(protocol.Output(frame_id=1, ts=1.0, image=image))
+    assert len(plain) == 2 and protocol.decode(plain).alpha is None
+    parts = protocol.encode(protocol.Output(frame_id=1, ts=1.0, image=image, alpha=alpha))
+    assert len(parts) == 3
+    got = protocol.decode([bytes(p) for p in parts])
+    assert np.array_equal(got.alpha, alpha) and got.image.shape == (6, 8, 3)
+    # an alpha that does not match the picture, or lies about its size, is refused
+    header = msgpack.unpackb(parts[0])
+    for shape, payload in (([6, 9], bytes(54)), ([6, 8], bytes(47)), ([6, 8, 3], bytes(144))):
+        bad = msgpack.packb({**header, "alpha_shape": shape})
+        with pytest.raises(protocol.ProtocolError, match="alpha"):
+            protocol.decode([bad, bytes(parts[1]), payload])
+    # a third part on a kind without a second picture is refused
+    frame = protocol.encode(protocol.Frame(frame_id=1, ts=1.0, image=image))
+    with pytest.raises(protocol.ProtocolError, match="too many"):
+        protocol.decode([*frame, bytes(48)])
+
+
+def test_view_round_trip():
+    parts = protocol.encode(protocol.View(mask=True))
+    assert protocol.decode(parts, expect=(protocol.Control, protocol.View)) == protocol.View(True)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(protocol.encode(protocol.Control(privacy="on")), expect=(protocol.View,))

@@ -1,5 +1,6 @@
 """The real window under Xvfb, driven by xdotool; the test plays the compositor with real zmq
-sockets (common.protocol). 'p' sends a privacy toggle, 's' toggles the stats overlay, 'q' quits;
+sockets (common.protocol). 'p' sends a privacy toggle, 's' toggles the stats overlay, 'm' asks for
+the mask view, 'q' quits;
 the fail-closed badge is in the window only, never in the recording; Qt prints no font warnings.
 """
 
@@ -79,6 +80,25 @@ def test_window_keys_badge_and_quit(xdisplay, tmp_path, port_base):
             15,
             "the stats overlay",
         )
+        # 'm': the display asks the compositor for the alpha; with it, the window shows the mask
+        # view (tinted; the recording below must not have it)
+        _xdotool(xdisplay, "key", "m")
+        alpha = np.zeros((360, 640), np.uint8)
+        alpha[:, :320] = 255
+        views: list = []
+        wait_for(
+            lambda: send(privacy=False) and views.extend(comp.controls(0.1)) or views,
+            15,
+            "the mask view request",
+        )
+        assert views[0] == protocol.View(mask=True)
+        wait_for(
+            lambda: send(privacy=True, alpha=alpha) and "mask view on" in log.read_text(),
+            15,
+            "the mask view",
+        )
+        for _ in range(5):
+            send(privacy=True, alpha=alpha)
         _xdotool(xdisplay, "key", "q")
         assert proc.wait(timeout=30) == 0, log.read_text()
     finally:
