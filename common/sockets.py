@@ -60,23 +60,32 @@ def make_socket(
     return sock
 
 
-def try_send(sock: zmq.Socket, parts: list[Any]) -> bool:
-    """Send without waiting; False if the peer is behind or absent (the caller counts a drop)."""
+def try_send(sock: zmq.Socket, parts: list[Any], copy: bool = False) -> bool:
+    """Send without waiting; False if the peer is behind or absent (the caller counts a drop).
+
+    ``copy``: False sends the caller's buffers zero-copy (they must not change until sent);
+    True for buffers the caller reuses (a queued message would otherwise change under it).
+    """
     try:
-        sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=copy)
         return True
     except zmq.Again:
         return False
 
 
 def send_blocking(
-    sock: zmq.Socket, parts: list[Any], stopping: Callable[[], bool], step_ms: int = 100
+    sock: zmq.Socket,
+    parts: list[Any],
+    stopping: Callable[[], bool],
+    step_ms: int = 100,
+    copy: bool = False,
 ) -> bool:
-    """Wait until the peer takes the message (lock-step back-pressure); False if asked to stop."""
+    """Wait until the peer takes the message (lock-step back-pressure); False if asked to stop.
+    ``copy``: as ``try_send``."""
     while not stopping():
         if sock.poll(step_ms, zmq.POLLOUT):
             try:
-                sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+                sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=copy)
                 return True
             except zmq.Again:
                 continue

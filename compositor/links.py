@@ -92,10 +92,14 @@ class Links:
         return out  # type: ignore[return-value]
 
     def send_out(self, msg: protocol.Message, blocking: bool, stopping: Callable[[], bool]) -> bool:
+        """Copied, not zero-copy: the picture and alpha live in buffers the next render reuses,
+        and a message waiting for a slow display would take the next frame's pixels under this
+        frame's header (measured: Output 41 arrived with frame 59's picture). The copy costs
+        0.05 ms at 640x360, 0.15 ms at 1280x720."""
         parts = protocol.encode(msg)
         if blocking:
-            return sockets.send_blocking(self.out, parts, stopping)
-        return sockets.try_send(self.out, parts)
+            return sockets.send_blocking(self.out, parts, stopping, copy=True)
+        return sockets.try_send(self.out, parts, copy=True)
 
     def poller(self, with_frames: bool = True) -> zmq.Poller:
         poller = zmq.Poller()

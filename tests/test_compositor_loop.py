@@ -17,9 +17,11 @@ from compositor.config import CompositorConfig
 from compositor.links import open_links
 from compositor.loop import run_lockstep, run_realtime
 from compositor.run import build
+from tests.conftest import wait_for
 
 H, W = 72, 128
-DEADLINE_S = 20.0  # generous: two shared cores
+DEADLINE_S = 20.0
+BIG = (360, 640)  # generous: two shared cores
 
 
 class ListHandler(logging.Handler):
@@ -31,8 +33,8 @@ class ListHandler(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def frame_parts(i, stream=7):
-    image = np.full((H, W, 3), i % 256, np.uint8)
+def frame_parts(i, stream=7, shape=(H, W)):
+    image = np.full((*shape, 3), i % 256, np.uint8)
     return protocol.encode(protocol.Frame(frame_id=i, ts=time.time(), stream=stream, image=image))
 
 
@@ -261,6 +263,45 @@ def test_the_alpha_goes_to_the_display_only_while_its_mask_view_asks():
             capture.send_multipart(frame_parts(i))
             i += 1
             out = recv(display, protocol.Output, deadline)
+    finally:
+        rt.stop()
+        thread.join(DEADLINE_S)
+        links.close()
+        ctx.destroy(0)
+
+
+def test_a_picture_waiting_for_a_slow_display_is_not_overwritten_by_later_frames():
+    """The compositor renders into buffers it reuses; a picture queued for the display must keep
+    its own pixels (sent zero-copy, the next frame's render would change it in the queue).
+    640x360: pyzmq copies messages under 64 kB anyway, so small frames cannot show this."""
+    ctx = zmq.Context()
+    rt = Runtime(name="compositor", log=logging.getLogger("test-compositor-queue"), ctx=ctx)
+    ep = {k: f"inproc://{k}-{id(rt)}" for k in ("frames", "infer", "out", "control")}
+    capture = ctx.socket(zmq.PUSH)
+    capture.bind(ep["frames"])
+    config = CompositorConfig(
+        frames=ep["frames"], infer_bind=ep["infer"], out_bind=ep["out"],
+        control_bind=ep["control"], max_mask_age=60.0,
+    )  # fmt: skip
+    core = build(config, rt)
+    links = open_links(config, ctx)
+    thread = threading.Thread(target=lambda: run_realtime(core, links, rt))
+    thread.start()
+    try:
+        display = ctx.socket(zmq.PULL)
+        display.connect(ep["out"])
+        deadline = time.monotonic() + DEADLINE_S
+        capture.send_multipart(frame_parts(40, shape=BIG))
+        first = recv(display, protocol.Output, deadline)  # connected; now the display stalls
+        assert first.hidden == "waiting" and abs(int(first.image.mean()) - 40) <= 1
+        for i in range(41, 60):  # rendered (all hidden: no worker) while the display stalls
+            capture.send_multipart(frame_parts(i, shape=BIG))
+        c = core.stats.counts
+        wait_for(lambda: c["frames_received"] + c["frames_dropped"] >= 20, 20, "frames rendered")
+        for _ in range(2):  # what was queued, then the newest
+            out = recv(display, protocol.Output, deadline)
+            mean = float(out.image.mean())
+            assert abs(mean - out.frame_id) <= 1, (out.frame_id, mean)
     finally:
         rt.stop()
         thread.join(DEADLINE_S)
