@@ -95,6 +95,7 @@ def pipeline(clip: Path, model_dir: Path, seconds: float, extra: list[str]) -> d
         "mask_fps": s["inference_fps"],
         "mask_age_p50": s["mask_age_ms"]["p50"],
         "fail_closed": s["fail_closed_frames"],
+        "hidden_by": s.get("fail_closed_by_reason", {}),
         "frames": s["frames_displayed"],
     }
 
@@ -123,7 +124,7 @@ def main() -> None:
         f"\npipeline: capture {ours['capture_fps']:.1f} fps, display/capture "
         f"{ours['display_fps'] / ours['capture_fps']:.3f}, mask age p50 "
         f"{ours['mask_age_p50']:.0f} ms, {ours['fail_closed']} of {ours['frames']} frames hidden "
-        "while waiting for the first mask"
+        f"(by reason: {ours['hidden_by']}; 'waiting' is before the first mask)"
     )
 
 

@@ -39,7 +39,9 @@ class CompositorConfig:
     temporal: bool = option(True, "no temporal mask smoothing")
     motion: bool = option(True, "no motion compensation of reused masks (the old design)")
     max_mask_age: float = option(
-        DEFAULT_MAX_MASK_AGE, "older masks are not trusted: the whole picture is hidden (s)"
+        DEFAULT_MAX_MASK_AGE,
+        "older masks are not trusted: the whole picture is hidden (s; raised to 1.5x the age "
+        "masks normally reach where the model is slower than that)",
     )
     lockstep: bool = option(False, "offline: every frame waits for its own mask")
     worker_timeout: float = option(15.0, "a worker silent this long on a frame loses its slot (s)")

@@ -94,7 +94,7 @@ class Picture:
 
     def composite(self, frame: protocol.Frame, privacy: bool) -> tuple[protocol.Output, np.ndarray]:
         """The display's message for ``frame`` and the alpha applied (for ``--save-alpha``)."""
-        self._follow_stream(frame.stream)
+        self._follow_stream(frame.stream, frame.ts)
         verdict = self.slot.verdict(frame.stream, frame.ts, frame.image.shape[:2])
         alpha = self._motion(frame, track=privacy and verdict.show)
         t0 = self.clock()
@@ -129,12 +129,12 @@ class Picture:
         if self.save_alpha is not None:
             cv2.imwrite(str(self.save_alpha / f"{frame.index:06d}.png"), alpha)
 
-    def _follow_stream(self, stream: int) -> None:
+    def _follow_stream(self, stream: int, ts: float) -> None:
         if stream != self.stream:
             if self.motion is not None and self.stream is not None:
                 self.motion.reset()  # a restarted capture: nothing carries over
             self.stream = stream
-        self.slot.see_frame(stream)
+        self.slot.see_frame(stream, ts)
 
     def _motion(self, frame: protocol.Frame, track: bool) -> np.ndarray | None:
         """Observe every moving frame; the tracked alpha if this frame is shown with a mask."""

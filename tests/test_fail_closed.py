@@ -45,16 +45,6 @@ def test_no_worker_means_every_frame_is_hidden(procs, port_base, tmp_path):
         assert cv2.imread(str(p), cv2.IMREAD_UNCHANGED).max() == 0
 
 
-def test_mask_older_than_max_age_is_not_trusted(procs, port_base, tmp_path):
-    # a mask is always at least a frame old (~40 ms): a 10 ms limit makes every mask stale
-    start_pipeline(procs, port_base, tmp_path, "--max-mask-age", "0.01")
-    composited, hidden, masks, _ = wait_for(
-        lambda: (c := counts(tmp_path))[2] >= 10 and c[0] >= 40 and c, 40, "masks flowing"
-    )
-    assert hidden >= composited - 2  # masks arrive, yet none is trusted
-    assert "stale" in read_json(tmp_path / "comp.json")["fail_closed_by_reason"]
-
-
 def rate(a, b, i):
     """Per second of compositor uptime, between two stats snapshots, of column i of counts."""
     return (b[i] - a[i]) / (b[3] - a[3])
@@ -96,6 +86,7 @@ def test_silent_worker_hides_the_room_and_display_keeps_going(procs, port_base, 
     assert c2[2] - c1[2] <= 2  # no new masks while frozen
     assert rate(c1, c2, 0) >= 15  # the picture kept flowing at camera rate (25 fps clip) ...
     assert c2[1] - c1[1] >= c2[0] - c1[0] - 2  # ... with the room hidden: last mask > 1 s old
+    assert "stale" in read_json(tmp_path / "comp.json")["fail_closed_by_reason"]
 
     os.kill(worker.pid, signal.SIGCONT)  # back to life: masks and the normal picture return
     wait_for(lambda: counts(tmp_path)[2] > c2[2] + 10, 20, "masks to resume")

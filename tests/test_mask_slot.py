@@ -93,3 +93,56 @@ def test_privacy_commands_and_only_changes_are_logged_rate_limited():
     assert lines == ["privacy off"]  # the first; the rest is owed
     assert p.report(3.0) == "privacy off (10000 changes)" and not p.on
     assert p.report(9.0) is None
+
+
+def feed(s, masks, stream=5):
+    """Masks applied as a busy worker delivers them: each (mask frame ts, arrival ts)."""
+    for i, (ts, at) in enumerate(masks):
+        s.see_frame(stream, at)
+        s.accept(stream, 100 + i, ts, HD)
+
+
+def test_a_fast_model_keeps_the_max_age_as_the_limit():
+    s = MaskSlot(1.0)
+    feed(s, [(t, t + 0.08) for t in (100.0, 100.08, 100.16, 100.24)])  # selfie-like cadence
+    assert s.limit() == 1.0
+    assert (s.verdict(5, 101.25, HD).hidden, s.verdict(5, 101.23, HD).hidden) == (STALE, "")
+
+
+def test_a_model_slower_than_the_max_age_allows_is_not_hidden_while_it_works():
+    """Mask R-CNN stand-in on a slow machine: 4.6 s per mask, so masks are 4.6-9.2 s old."""
+    s = MaskSlot(6.0)
+    feed(s, [(100.0 + 4.6 * i, 104.6 + 4.6 * i) for i in range(5)])
+    last = 100.0 + 4.6 * 4
+    assert s.verdict(5, last + 9.1, HD).show  # just before the next mask: shown
+    assert abs(s.limit() - 1.5 * 9.2) < 1e-6
+    v = s.verdict(5, last + 14.0, HD)  # the worker stalled: hidden
+    assert (v.show, v.hidden) == (False, STALE)
+
+
+def test_the_first_slow_mask_is_not_hidden_before_the_second_can_come():
+    s = MaskSlot(6.0)
+    feed(s, [(100.0, 104.6)])
+    assert s.verdict(5, 109.0, HD).show and not s.verdict(5, 114.0, HD).show
+
+
+def test_one_late_mask_does_not_loosen_the_limit():
+    s = MaskSlot(1.0)
+    times = [100.0 + 0.1 * i for i in range(8)]
+    feed(s, [(t, t + 0.1) for t in times] + [(101.0, 121.0), (121.0, 121.1)])  # a 20 s stall
+    assert s.limit() == 1.0
+
+
+def test_however_slow_the_worker_the_limit_is_capped():
+    s = MaskSlot(1.0)
+    feed(s, [(100.0 + 500 * i, 600.0 + 500 * i) for i in range(4)])
+    assert s.limit() == 1.5 * 30.0
+
+
+def test_a_new_stream_starts_its_own_cadence():
+    s = MaskSlot(1.0)
+    feed(s, [(100.0 + 4 * i, 104.0 + 4 * i) for i in range(4)])
+    assert s.limit() > 10
+    s.see_frame(6, 500.0)
+    s.accept(6, 1, 499.95, HD)
+    assert s.limit() == 1.0
