@@ -95,7 +95,7 @@ def pipeline(clip: Path, model_dir: Path, seconds: float, extra: list[str]) -> d
         "mask_fps": s["inference_fps"],
         "mask_age_p50": s["mask_age_ms"]["p50"],
         "fail_closed": s["fail_closed_frames"],
-        "hidden_by": s.get("fail_closed_by_reason", {}),
+        "hidden_by": s["stages"]["compositor"].get("fail_closed_by_reason", {}),
         "frames": s["frames_displayed"],
     }
 
