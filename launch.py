@@ -65,7 +65,7 @@ STAGE_FLAGS = (
 )
 # What the launcher computes itself for each stage (links, stats files, names): never a flag.
 COMPUTED = {
-    CaptureConfig: {"bind", "max_frames", "stats_json"},
+    CaptureConfig: {"bind", "max_frames", "stats_json", "link_keys"},
     CompositorConfig: {
         "frames",
         "infer_bind",
@@ -73,9 +73,10 @@ COMPUTED = {
         "control_bind",
         "max_mask_age",
         "stats_json",
+        "link_keys",
     },
-    DisplayConfig: {"connect", "control", "stats_json"},
-    WorkerConfig: {"connect", "name", "keys", "stats_json"},
+    DisplayConfig: {"connect", "control", "stats_json", "link_keys"},
+    WorkerConfig: {"connect", "name", "keys", "stats_json", "link_keys"},
 }
 LAUNCHER_FLAGS = {"config", "workers", "infer_bind", "links", "port_base", "max_mask_age"}
 LAUNCHER_FLAGS |= {"stats_json"}
@@ -301,16 +302,39 @@ def default_mask_age(a: argparse.Namespace) -> float:
     return max_mask_age(a.model) + 1.5 * a.mask_interval
 
 
-def plan(a: argparse.Namespace, ep: Endpoints, stats_dir: Path) -> list[Stage]:
+def make_link_keys(a: argparse.Namespace, folder: Path) -> Path | None:
+    """With --links tcp, this run's key for the local links, in the private runtime folder.
+
+    Why: a loopback port is open to every account on the machine; with the links encrypted under
+    a key only this user can read, another account's process cannot complete the handshake (no
+    frame, no key command). ipc links need none: their folder already shuts others out.
+    """
+    if a.links != "tcp":
+        return None
+    from common.security import make_link_key  # zmq.auth: only when keys are used
+
+    return make_link_key(folder / "link-keys")
+
+
+def plan(
+    a: argparse.Namespace, ep: Endpoints, stats_dir: Path, link_keys: Path | None = None
+) -> list[Stage]:
     """The stages and their command lines (pure: reads and writes nothing). Building each stage's
-    settings validates them, so a bad value stops everything before anything runs."""
+    settings validates them, so a bad value stops everything before anything runs.
+
+    ``link_keys``: this run's key for the local links when they are TCP (``make_link_keys``)."""
 
     def stats(name: str) -> Path:
         return stats_dir / f"{name}.json"
 
     age = a.max_mask_age if a.max_mask_age is not None else default_mask_age(a)
     capture = stage_config(
-        CaptureConfig, a, bind=ep.frames, max_frames=0, stats_json=stats("capture")
+        CaptureConfig,
+        a,
+        bind=ep.frames,
+        max_frames=0,
+        stats_json=stats("capture"),
+        link_keys=link_keys,
     )
     compositor = stage_config(
         CompositorConfig,
@@ -321,9 +345,15 @@ def plan(a: argparse.Namespace, ep: Endpoints, stats_dir: Path) -> list[Stage]:
         control_bind=ep.control,
         max_mask_age=age,
         stats_json=stats("compositor"),
+        link_keys=link_keys,
     )
     display = stage_config(
-        DisplayConfig, a, connect=ep.out, control=ep.control, stats_json=stats("display")
+        DisplayConfig,
+        a,
+        connect=ep.out,
+        control=ep.control,
+        stats_json=stats("display"),
+        link_keys=link_keys,
     )
     stages = [
         Stage("capture", command("capture", capture), restart=True, standby=True),
@@ -338,6 +368,7 @@ def plan(a: argparse.Namespace, ep: Endpoints, stats_dir: Path) -> list[Stage]:
             name=name,
             keys=worker_keys,
             stats_json=stats(name),
+            link_keys=link_keys,
         )
         stages.append(Stage(name, command("inference", worker), restart=True))
     stages.append(Stage("display", command("display", display), ends_pipeline=True))
@@ -678,7 +709,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         make_missing_keys(a)
         with private_folder() as folder:
             ep = links(a, folder)
-            stages = plan(a, ep, folder)
+            stages = plan(a, ep, folder, make_link_keys(a, folder))
             log(
                 f"links: frames {ep.frames} workers {ep.infer} output {ep.out} control {ep.control}"
             )

@@ -48,6 +48,9 @@ class CaptureConfig:
     lockstep: bool = option(False, "offline: no pacing, no drops, wait for the compositor")
     bind: str = option(DEFAULTS.frames, "endpoint the compositor connects to")
     max_frames: int = option(0, "stop after N frames (0 = no limit)")
+    link_keys: Path | None = option(
+        None, "this run's key for TCP links between stages (the launcher makes it with --links tcp)"
+    )
     stats_json: Path | None = option(None, "write stats JSON here")
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ import zmq
 
 from capture.config import CaptureConfig
 from common import config as settings
-from common import protocol, sockets
+from common import protocol, security, sockets
 from common.config import OneLineParser
 from common.errors import FatalError
 from common.runtime import Runtime
@@ -256,7 +256,8 @@ class Sender:
     """Numbers, stamps and sends frames of one stream; never queues (drops) unless lock-step."""
 
     def __init__(self, config: CaptureConfig, rt: Runtime, stats: Stats) -> None:
-        self.sock = sockets.make_socket(rt.ctx, zmq.PUSH, bind=config.bind)
+        link = security.link_key(config.link_keys)
+        self.sock = sockets.make_socket(rt.ctx, zmq.PUSH, bind=config.bind, link=link)
         self.lockstep = config.lockstep
         self.rt = rt
         self.stats = stats

@@ -12,6 +12,12 @@ Key folder made by ``python -m inference keys DIR --worker NAME``::
     DIR/authorized/NAME.key          public keys of the workers the compositor accepts
     DIR/worker-NAME/worker.key_secret + compositor.key   copy this folder to the worker's machine
 
+Local links over TCP (``launch.py --links tcp``, for systems without Unix sockets) are reachable by
+every account on the machine, so they are CurveZMQ-encrypted too, with a key made for this run
+only (``make_link_key``) in the launcher's private folder (0700): a process that cannot read that
+folder cannot complete the handshake (the client must know the server's public key), so it gets
+no frame and cannot send a key command. No ZAP there: knowing this run's key is the credential.
+
 Every key file is parsed when a stage starts (``server_keys``, ``client_keys``): a bad file is one
 line naming it and a non-zero exit. Why: ``zmq.auth`` logs an unparsable file in ``authorized/``
 to nobody and then refuses *every* worker, which hides 100 % of the frames without a word.
@@ -35,6 +41,7 @@ from common.errors import FatalError
 
 SERVER = "compositor"
 WORKER = "worker"
+LINK = "link"  # this run's key for TCP links between local stages (``make_link_key``)
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,51 @@ def apply_client(sock: zmq.Socket, keys: ClientKeys | None) -> None:
 def client(sock: zmq.Socket, endpoint: str, keys: Path | None) -> None:
     """Make ``sock`` a CURVE client of the compositor (required off loopback; used if given)."""
     apply_client(sock, client_keys(endpoint, keys))
+
+
+@dataclass(frozen=True)
+class LinkKey:
+    """This run's key pair for the local TCP links: servers use it, clients need its public half."""
+
+    public: bytes
+    secret: bytes
+
+
+def make_link_key(folder: Path) -> Path:
+    """A new key pair for this run's local TCP links, in a new private ``folder``; returns it."""
+    try:
+        _private_dir(folder)
+        _, secret = zmq.auth.create_certificates(folder, LINK)
+        Path(secret).chmod(0o600)
+    except OSError as exc:
+        raise FatalError(f"cannot write the link key in {folder}: {exc.strerror or exc}") from None
+    return folder
+
+
+def link_key(folder: Path | None) -> LinkKey | None:
+    """The run's link key from ``--link-keys`` (None: plain links), checked (one line if bad)."""
+    if folder is None:
+        return None
+    key_folder(folder)
+    public, secret = load_key(folder / f"{LINK}.key_secret", "the link key", True)
+    return LinkKey(public, secret)  # type: ignore[arg-type]
+
+
+def apply_link(sock: zmq.Socket, key: LinkKey | None, *, server: bool) -> None:
+    """CurveZMQ on a local TCP link: the binding side is the server with the run's key; the
+    connecting side a client with a fresh key pair of its own that knows the server's public key.
+    Nothing for a plain link (``key`` None)."""
+    if key is None:
+        return
+    if server:
+        sock.curve_secretkey = key.secret
+        sock.curve_publickey = key.public
+        sock.curve_server = True
+        return
+    public, secret = zmq.curve_keypair()
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    sock.curve_serverkey = key.public
 
 
 def _private_dir(path: Path) -> None:

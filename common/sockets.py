@@ -17,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from common import protocol
+from common import protocol, security
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,14 @@ def make_socket(
     bind: str | None = None,
     connect: str | None = None,
     hwm: int = 1,
+    link: security.LinkKey | None = None,
 ) -> zmq.Socket:
-    """A socket with the project's defaults: small queues, no linger, bounded message size."""
+    """A socket with the project's defaults: small queues, no linger, bounded message size.
+
+    ``link``: this run's key for local TCP links (``security.apply_link``): the binding side is
+    the CurveZMQ server, the connecting side a client."""
     sock = ctx.socket(kind)
+    security.apply_link(sock, link, server=bool(bind))
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)

@@ -54,6 +54,9 @@ class CompositorConfig:
     jpeg_quality: int = option(85, "JPEG quality for remote workers")
     keys: Path | None = option(None, "key folder ('python -m inference keys') for workers")
     save_alpha: Path | None = option(None, "write the applied alpha of every frame as PNGs here")
+    link_keys: Path | None = option(
+        None, "this run's key for TCP links between stages (the launcher makes it with --links tcp)"
+    )
     stats_json: Path | None = option(None, "write stats JSON here")
 
     def __post_init__(self) -> None:

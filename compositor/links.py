@@ -121,10 +121,13 @@ def _nbytes(part: Any) -> int:
 
 
 def open_links(config: CompositorConfig, ctx: zmq.Context) -> Links:
-    frames_in = sockets.make_socket(ctx, zmq.PULL, connect=config.frames)
-    out = sockets.make_socket(ctx, zmq.PUSH, bind=config.out_bind)
-    control = sockets.make_socket(ctx, zmq.PULL, bind=config.control_bind, hwm=100)
-    router = sockets.make_socket(ctx, zmq.ROUTER, hwm=10)
+    link = security.link_key(config.link_keys)
+    frames_in = sockets.make_socket(ctx, zmq.PULL, connect=config.frames, link=link)
+    out = sockets.make_socket(ctx, zmq.PUSH, bind=config.out_bind, link=link)
+    control = sockets.make_socket(ctx, zmq.PULL, bind=config.control_bind, hwm=100, link=link)
+    router = sockets.make_socket(ctx, zmq.ROUTER, hwm=10)  # bound below, after its security
+    # workers: their own keys (--keys, required off loopback), else this run's link key, if any
+    security.apply_link(router, None if config.keys else link, server=True)
     router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished worker raises, not vanishes
     auth = security.server(ctx, router, config.infer_bind, config.keys)
     monitor = None

@@ -56,6 +56,9 @@ class DisplayConfig:
     idle_timeout: float = option(
         0.0, "quit with an error if no picture arrives this long (0 = wait)"
     )
+    link_keys: Path | None = option(
+        None, "this run's key for TCP links between stages (the launcher makes it with --links tcp)"
+    )
     stats_json: Path | None = option(None, "write stats JSON here")
 
     def __post_init__(self) -> None:

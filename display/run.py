@@ -24,7 +24,7 @@ import numpy as np
 import zmq
 
 from common import config as settings
-from common import protocol, sockets
+from common import protocol, security, sockets
 from common.config import OneLineParser
 from common.errors import FatalError
 from common.runtime import Runtime
@@ -63,8 +63,11 @@ class Link:
 
     def __init__(self, rt: Runtime, config: DisplayConfig) -> None:
         try:
-            self.frames = sockets.make_socket(rt.ctx, zmq.PULL, connect=config.connect)
-            self.control = sockets.make_socket(rt.ctx, zmq.PUSH, connect=config.control, hwm=10)
+            link = security.link_key(config.link_keys)
+            self.frames = sockets.make_socket(rt.ctx, zmq.PULL, connect=config.connect, link=link)
+            self.control = sockets.make_socket(
+                rt.ctx, zmq.PUSH, connect=config.control, hwm=10, link=link
+            )
         except zmq.ZMQError as exc:
             raise FatalError(f"cannot connect to the compositor: {exc.strerror}") from None
         self.bad = sockets.BadMessages()

@@ -71,6 +71,9 @@ class WorkerConfig:
     nice: int = option(10, "lower this process's CPU priority by N (camera-rate stages first)")
     liveness: float = option(5.0, "seconds of compositor silence before reconnecting")
     keys: Path | None = option(None, "key folder (from 'keys') for encrypted non-loopback links")
+    link_keys: Path | None = option(
+        None, "this run's key for TCP links between stages (the launcher makes it with --links tcp)"
+    )
     stats_json: Path | None = option(None, "write stats JSON here")
     verbose: bool = option(False, "a status line every second (default: every 5 s)")
     extra: dict = field(default_factory=dict, metadata={"cli": False})

@@ -80,9 +80,15 @@ class Link:
     """DEALER to the compositor with the project's socket defaults and a handshake monitor."""
 
     def __init__(
-        self, ctx: zmq.Context, endpoint: str, keys: security.ClientKeys | None, name: str
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        keys: security.ClientKeys | None,
+        name: str,
+        link: security.LinkKey | None = None,
     ) -> None:
         self.ctx, self.endpoint, self.keys, self.name = ctx, endpoint, keys, name
+        self.link = None if keys is not None else link  # the worker's own keys come first
         self.log = logging.getLogger("inference")
         self.sock: zmq.Socket | None = None
         self.monitor: zmq.Socket | None = None
@@ -93,7 +99,7 @@ class Link:
         # Room for a few frames in the receive queue: frames that queued up (a READY crossing a
         # hand-out) must be visible at once to be skipped; with room for one they arrive one by
         # one and the worker could never tell it is behind. Bounded: a few frames' memory.
-        sock = sockets.make_socket(self.ctx, zmq.DEALER, hwm=RECEIVE_QUEUE)
+        sock = sockets.make_socket(self.ctx, zmq.DEALER, hwm=RECEIVE_QUEUE, link=self.link)
         security.apply_client(sock, self.keys)
         self.monitor = sock.get_monitor_socket(MONITORED)
         sock.connect(self.endpoint)

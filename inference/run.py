@@ -78,7 +78,7 @@ def run(config: WorkerConfig, rt: Runtime) -> int:
     me = Identity(config.worker_name, config.model, not is_loopback(config.connect))
     worker = Worker(
         me,
-        Link(rt.ctx, config.connect, keys, me.name),
+        Link(rt.ctx, config.connect, keys, me.name, security.link_key(config.link_keys)),
         Forward(segmenter.segment),
         stats,
         MaskPacer(config.mask_interval, min(KEEPALIVE_S, config.liveness)),

@@ -24,6 +24,7 @@ from tests.conftest import (
     SELFIE,
     STANDIN,
     env,
+    free_port_base,
     launch,
     launch_selfie,
     needs_shared,
@@ -403,4 +404,84 @@ def test_another_local_user_cannot_reach_the_links(tmp_path):
         assert call.proc.poll() is None, call.text()[-3000:]  # the call went on
     finally:
         shutil.rmtree(nobody[-2].split("=", 1)[1], ignore_errors=True)
+        call.stop()
+
+
+TCP_PROBE = r"""
+import json, sys
+import zmq
+eps, ready = json.loads(sys.argv[1]), bytes.fromhex(sys.argv[2])
+server_public = sys.argv[3].encode() if len(sys.argv) > 3 else None
+ctx = zmq.Context()
+kinds = {"frames": zmq.PULL, "infer": zmq.DEALER, "out": zmq.PULL, "control": zmq.PUSH}
+socks = {}
+for name, ep in eps.items():
+    s = ctx.socket(kinds[name])
+    s.linger = 0
+    s.immediate = 1  # a send only goes to a connection whose handshake completed
+    if server_public:  # a client of this run's link key, as the stages are
+        s.curve_publickey, s.curve_secretkey = zmq.curve_keypair()
+        s.curve_serverkey = server_public
+    s.connect(ep)
+    socks[name] = s
+res = {"frame_received": bool(socks["frames"].poll(2000))}
+res["picture_received"] = bool(socks["out"].poll(1000))
+for name, part in (("infer", ready), ("control", b"probe")):
+    res[name + "_sent"] = bool(socks[name].poll(1000, zmq.POLLOUT))
+    if res[name + "_sent"]:
+        socks[name].send(part)
+res["work_received"] = bool(socks["infer"].poll(1500))
+print(json.dumps(res))
+"""
+
+
+def _link_key_folder() -> Path:
+    """The --link-keys folder a running launcher gave its stages (from their command lines)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--link-keys" in args:
+            return Path(args[args.index(b"--link-keys") + 1].decode())
+    raise AssertionError("no stage was given --link-keys")
+
+
+@needs_shared
+def test_tcp_links_are_encrypted_with_a_key_only_this_run_has(tmp_path):
+    """--links tcp (systems without Unix sockets): loopback ports are open to every account, so
+    the links are CurveZMQ-encrypted under a key made for this run in the private folder. Without
+    the key a peer completes no handshake: no frame, no picture, no work, no key command; with it
+    (the positive control), the same probe gets all of them."""
+    import msgpack
+
+    call = _selfie_call("--links", "tcp", "--port-base", free_port_base())
+    try:
+        eps = call.links()
+        assert all(e.startswith("tcp://127.0.0.1:") for e in eps.values())
+        keys = _link_key_folder()
+        assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+        assert stat.S_IMODE(keys.parent.stat().st_mode) == 0o700
+        secret = keys / "link.key_secret"
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        wait_for(lambda: (_snapshot(keys.parent / "display.json") or (0, 0))[1] > 0, 90, "pictures")
+        ready = msgpack.packb({"p": "pcam", "v": 2, "kind": "ready", "worker": "probe"}).hex()
+        probe = [sys.executable, "-c", TCP_PROBE, json.dumps(eps), ready]
+
+        def run(*extra):
+            r = subprocess.run([*probe, *extra], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            return json.loads(r.stdout)
+
+        public = (keys / "link.key").read_text().split('public-key = "')[1].split('"')[0]
+        assert run(public) == dict.fromkeys(
+            ("frame_received", "picture_received", "infer_sent", "control_sent", "work_received"),
+            True,
+        )
+        assert run() == dict.fromkeys(
+            ("frame_received", "picture_received", "infer_sent", "control_sent", "work_received"),
+            False,
+        )
+        assert call.proc.poll() is None, call.text()[-3000:]  # the call went on
+    finally:
         call.stop()

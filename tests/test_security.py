@@ -130,3 +130,40 @@ def test_compositor_with_a_bad_authorized_key_exits_with_one_line(tmp_path, port
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     errors = [x for x in r.stderr.splitlines() if "error" in x]
     assert len(errors) == 1 and str(folder / "authorized" / "typo.key") in errors[0]
+
+
+def test_link_key_is_private_and_checked(tmp_path):
+    folder = security.make_link_key(tmp_path / "run" / "link-keys")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / "link.key_secret").stat().st_mode) == 0o600
+    key = security.link_key(folder)
+    assert key is not None and len(key.public) == 40 and len(key.secret) == 40
+    assert security.link_key(None) is None
+    with pytest.raises(FatalError, match="no such folder"):
+        security.link_key(tmp_path / "nope")
+    (folder / "link.key_secret").write_text("not a key\n")
+    with pytest.raises(FatalError, match="link key"):
+        security.link_key(folder)
+
+
+def test_a_link_with_the_run_key_talks_and_one_without_gets_nothing(tmp_path, port_base):
+    """Real sockets on loopback TCP: the binding side serves this run's key; a client that knows
+    its public half gets the frame, a plain client and one with another key get nothing."""
+    from common import sockets
+
+    key = security.link_key(security.make_link_key(tmp_path / "k"))
+    other = security.link_key(security.make_link_key(tmp_path / "other"))
+    ep = f"tcp://127.0.0.1:{port_base}"
+    ctx = zmq.Context()
+    try:
+        server = sockets.make_socket(ctx, zmq.PUSH, bind=ep, link=key, hwm=10)
+        good = sockets.make_socket(ctx, zmq.PULL, connect=ep, link=key, hwm=10)
+        plain = sockets.make_socket(ctx, zmq.PULL, connect=ep, hwm=10)
+        wrong = sockets.make_socket(ctx, zmq.PULL, connect=ep, link=other, hwm=10)
+        assert server.poll(5000, zmq.POLLOUT)  # IMMEDIATE: writable once a handshake completed
+        for i in range(3):
+            server.send(b"frame %d" % i)
+        assert good.poll(5000) and good.recv().startswith(b"frame")
+        assert not plain.poll(500) and not wrong.poll(500)
+    finally:
+        ctx.destroy(0)
