@@ -95,10 +95,23 @@ def run(clip: Path, alpha_dir: Path, *extra: str) -> dict:
     )
 
 
-def compare(live: Path, fresh: Path) -> dict:
-    """Per-frame agreement of the applied alphas with the fresh ones (frames present in both)."""
+def first_masked(live: Path) -> int:
+    """Index of the first frame shown with a mask (its alpha keeps something): before it, the
+    picture was hidden waiting for the first mask, which depends on how fast the processes
+    started, not on the method."""
+    for f in sorted(live.glob("*.png")):
+        if cv2.imread(str(f), cv2.IMREAD_GRAYSCALE).max() >= 128:
+            return int(f.stem)
+    return 0
+
+
+def compare(live: Path, fresh: Path, start: int = 0) -> dict:
+    """Per-frame agreement of the applied alphas with the fresh ones (frames present in both,
+    from frame index ``start``)."""
     ious, shown, blurred = [], [], []
     for f in sorted(live.glob("*.png")):
+        if int(f.stem) < start:
+            continue
         ref = fresh / f.name
         if not ref.exists():
             continue
@@ -140,6 +153,8 @@ def measure(name: str, clip: Path, tmp: Path, intervals: list[float], width: int
             comp = stats.get("stages", {}).get("compositor", {})
             row = compare(tmp / tag, fresh)
             row.update(
+                live=tmp / tag,
+                fresh=fresh,
                 clip=name,
                 interval=s,
                 motion=motion,
@@ -184,15 +199,25 @@ def main() -> int:
         for name in a.clips:
             clip = make_clip(CLIPS[name], tmp / f"{name}.mp4")
             rows += measure(name, clip, tmp, a.intervals, a.width)
-    print("\nratios at each interval (motion / no-motion): room shown, IoU, person blurred")
+    print("\nratios at each interval (motion / no-motion): room shown, IoU, person blurred;")
+    print("every frame, then from the first frame both runs showed with a mask (startup excluded)")
     for off, on in zip(rows[::2], rows[1::2], strict=True):
         if off.get("frames") and on.get("frames"):
-            room = on["room_mean"] / off["room_mean"] if off["room_mean"] else float("nan")
+            start = max(first_masked(off["live"]), first_masked(on["live"]))
+            late = [compare(r["live"], r["fresh"], start) for r in (off, on)]
             print(
-                f"{on['clip']:12} {on['interval']:>4g}  room x{room:.2f}  "
-                f"IoU {on['iou'] - off['iou']:+.3f}  blurred {on['blurred'] - off['blurred']:+.2f}"
+                f"{on['clip']:12} {on['interval']:>4g}  {ratios(off, on)}  |  from frame "
+                f"{start}: {ratios(*late)}"
             )
     return 0
+
+
+def ratios(off: dict, on: dict) -> str:
+    room = on["room_mean"] / off["room_mean"] if off["room_mean"] else float("nan")
+    return (
+        f"room x{room:.2f}  IoU {on['iou'] - off['iou']:+.3f}  "
+        f"blurred {on['blurred'] - off['blurred']:+.2f}"
+    )
 
 
 if __name__ == "__main__":
