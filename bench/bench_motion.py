@@ -199,6 +199,12 @@ def main() -> int:
         for name in a.clips:
             clip = make_clip(CLIPS[name], tmp / f"{name}.mp4")
             rows += measure(name, clip, tmp, a.intervals, a.width)
+        report_ratios(rows)  # inside: it reads the saved alphas again
+    return 0
+
+
+def report_ratios(rows: list[dict]) -> None:
+    """Motion vs no-motion per clip and interval, every frame and without the startup."""
     print("\nratios at each interval (motion / no-motion): room shown, IoU, person blurred;")
     print("every frame, then from the first frame both runs showed with a mask (startup excluded)")
     for off, on in zip(rows[::2], rows[1::2], strict=True):
@@ -209,7 +215,6 @@ def main() -> int:
                 f"{on['clip']:12} {on['interval']:>4g}  {ratios(off, on)}  |  from frame "
                 f"{start}: {ratios(*late)}"
             )
-    return 0
 
 
 def ratios(off: dict, on: dict) -> str:
