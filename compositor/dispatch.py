@@ -14,7 +14,7 @@ Pure bookkeeping, no sockets and no clock of its own: every call gets ``now`` (m
   workers busy at once); surplus records (not a worker's newest) go first, then records of
   workers that timed out (kept so their late but genuine mask is still usable), then the oldest.
 * Pacing: with several workers, hand-outs are spaced by the round trip (see ``paced``).
-* Heartbeats: idle workers are due one every ``HEARTBEAT_S``.
+* Heartbeats: an idle worker is due one once it has been quiet for ``HEARTBEAT_S``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Bookkeeping of inference workers on the compositor's ROUTER socket (load-balancing pattern).
 
 A worker is idle after it says READY or returns a mask, busy from when it is handed a frame. Each
-worker holds at most one frame. Idle workers get a heartbeat every second and answer it, so a worker
-that vanished is noticed (``liveness``); a busy worker that has not answered within
+worker holds at most one frame. Idle workers quiet for a second get a heartbeat and answer it, so
+a worker that vanished is noticed (``liveness``); a busy worker that has not answered within
 ``timeout`` seconds loses its slot (the pipeline goes on; the fail-closed rule covers the picture).
 A worker that comes back (same or new socket) simply says READY again and gets a new slot.
 
