@@ -760,7 +760,7 @@ def _paint(
     nb = (cy * (ws + 2) + cx)[:, None] + buf["nb"][None, :]  # (n, 9)
     c9 = np.take(coef.reshape(4, -1), nb, axis=1).reshape(4 * n, 9)  # [channel * cell, neighbour]
     # Bilinear weights of the 3x3 neighbours for each of the k*k pixels: one small matrix
-    # product (cv2.gemm: single-threaded; numpy's BLAS may spin up threads for this).
+    # product (cv2.gemm runs through OpenCV's bundled OpenBLAS: one thread, common/threads.py).
     per_px = cv2.gemm(c9, buf["weights_t"], 1.0, None, 0.0).reshape(4, n, k * k)
     q = per_px[3] * np.float32(255.0)
     for c, plane in enumerate(cv2.split(pix)):

@@ -2,7 +2,11 @@
 
 import sys
 
-from common.runtime import main
-from display.run import parse, run
+from common.threads import one_blas_thread
+
+one_blas_thread()  # before numpy and OpenCV load (see common/threads.py)
+
+from common.runtime import main  # noqa: E402
+from display.run import parse, run  # noqa: E402
 
 sys.exit(main("display", parse, run))

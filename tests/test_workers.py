@@ -2,10 +2,14 @@
 compositor restart that workers survive by themselves (Lazy Pirate)."""
 
 import json
+import os
 import signal
+import time
+from pathlib import Path
 
 from tests.conftest import (
     ANCHOR,
+    MEDIA,
     SELFIE,
     endpoints,
     launch,
@@ -115,3 +119,39 @@ def test_workers_rejoin_a_restarted_compositor(procs, tmp_path, port_base):
     assert w.poll() is None  # nobody touched the worker
     s = read_json(tmp_path / "comp.json")
     assert s["frames_composited"] > 0 and s["fail_closed_frames"] < s["frames_composited"]
+
+
+@needs_shared
+def test_the_compositor_does_not_spin_in_the_kernel(procs, tmp_path, port_base):
+    """OpenCV's bundled OpenBLAS (behind cv2.gemm) kept a worker thread spinning in sched_yield:
+    the compositor spent 0.7 s of every second in the kernel (common/threads.py). With one BLAS
+    thread it is a few percent; the limit leaves room for a loaded machine."""
+    ep = endpoints(port_base)
+    clip = MEDIA / "videos" / "person_sitting_outdoors_pixabay35590.mp4"  # 640x360: the band's
+    procs.start("capture", "--source", clip, "--loop", "--bind", ep[0])  # gemm is BLAS-sized
+    comp = procs.start(
+        "compositor", "--frames", ep[0], "--infer-bind", ep[1], "--out-bind", ep[2],
+        "--control-bind", ep[3], "--stats-json", tmp_path / "comp.json",
+    )  # fmt: skip
+    procs.start("display", "--headless", "--connect", ep[2], "--control", ep[3])
+    start_worker(procs, ep[1])
+    shown = wait_for(
+        lambda: (s := read_json(tmp_path / "comp.json")).get("masks_applied", 0) > 5 and s,
+        60,
+        "masks applied",
+    )["frames_composited"]
+
+    def cpu():
+        fields = Path(f"/proc/{comp.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return time.monotonic(), int(fields[12]) / os.sysconf("SC_CLK_TCK")  # stime
+
+    t0, sys0 = cpu()
+    wait_for(
+        lambda: read_json(tmp_path / "comp.json")["frames_composited"] >= shown + 100,
+        30,
+        "100 frames composited",
+    )
+    t1, sys1 = cpu()
+    assert (sys1 - sys0) / (t1 - t0) < 0.2, (
+        f"compositor kernel time {(sys1 - sys0) / (t1 - t0):.2f} s/s"
+    )
