@@ -7,10 +7,8 @@ is ``motion.MotionCompensator``. This module only wires them in the right order.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -33,34 +31,6 @@ class Tracker(Protocol):
     def new_mask(self, alpha: np.ndarray, frame_id: int, mask_frame: np.ndarray) -> None: ...
     def track(self, frame_id: int, frame: np.ndarray): ...  # -> Tracked | None
     def reset(self) -> None: ...
-
-
-_RENDER_TAKES_ALPHA = "alpha" in inspect.signature(compose.render).parameters
-
-
-def render(
-    state: compose.ComposeState,
-    frame: np.ndarray,
-    *,
-    privacy: bool,
-    mask_ok: bool,
-    alpha: np.ndarray | None = None,
-) -> compose.Rendered:
-    """``compose.render`` with ``alpha`` (the motion-compensated mask alpha for this frame).
-
-    Adapter while compose.render may not take ``alpha=`` yet: the stored alpha is swapped for
-    this one render, which is what ``alpha=`` means.
-    """
-    if alpha is None or state.mask is None:
-        return compose.render(state, frame, privacy=privacy, mask_ok=mask_ok)
-    if _RENDER_TAKES_ALPHA:
-        return compose.render(state, frame, privacy=privacy, mask_ok=mask_ok, alpha=alpha)
-    stored = state.mask
-    state.mask = replace(stored, alpha=alpha)
-    try:
-        return compose.render(state, frame, privacy=privacy, mask_ok=mask_ok)
-    finally:
-        state.mask = stored
 
 
 class Picture:
@@ -98,7 +68,7 @@ class Picture:
         verdict = self.slot.verdict(frame.stream, frame.ts, frame.image.shape[:2])
         alpha = self._motion(frame, track=privacy and verdict.show)
         t0 = self.clock()
-        rendered = render(
+        rendered = compose.render(
             self.look, frame.image, privacy=privacy, mask_ok=verdict.show, alpha=alpha
         )
         self.stats.sample("compose_ms", (self.clock() - t0) * 1000)

@@ -5,12 +5,10 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import pytest
 
 from common import protocol
 from common.stats import Stats
 from compositor import compose
-from compositor import picture as picture_module
 from compositor.core import Core
 from compositor.dispatch import Dispatcher
 from compositor.maskslot import MaskSlot
@@ -172,10 +170,7 @@ class FakeMotion:
         self.calls.append(("reset",))
 
 
-@pytest.mark.parametrize("render_takes_alpha", [True, False])
-def test_motion_wiring(monkeypatch, render_takes_alpha):
-    # False: the adapter for a compose.render without alpha= (swaps the stored alpha for a frame)
-    monkeypatch.setattr(picture_module, "_RENDER_TAKES_ALPHA", render_takes_alpha)
+def test_motion_wiring():
     motion = FakeMotion()
     core, _ = make_core(motion=motion)
     f1 = frame(1)
