@@ -6,6 +6,9 @@ commands is a few log lines; End flows through."""
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 import msgpack
 import numpy as np
@@ -20,8 +23,8 @@ from compositor.run import build
 from tests.conftest import wait_for
 
 H, W = 72, 128
-DEADLINE_S = 20.0
-BIG = (360, 640)  # generous: two shared cores
+DEADLINE_S = 20.0  # generous: two shared cores
+BIG = (360, 640)
 
 
 class ListHandler(logging.Handler):
@@ -69,119 +72,118 @@ def recv(sock, kinds, deadline):
     raise AssertionError(f"no {kinds} before the deadline")
 
 
-def test_loop_drops_and_counts_what_a_worker_must_not_send(tmp_path):
+@contextmanager
+def running(tag: str, runner=run_realtime, **config) -> Iterator[SimpleNamespace]:
+    """The compositor's real loop (``runner``) in a thread on inproc sockets, with a capture PUSH
+    bound for it; stopped and cleaned up at the end. Yields ctx, ep, capture, core, log, thread
+    and result (the loop's return value, once it returned)."""
     ctx = zmq.Context()
-    log = logging.getLogger("test-compositor-loop")
-    handler = ListHandler()
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    log = logging.getLogger(f"test-compositor-{tag}")
     rt = Runtime(name="compositor", log=log, ctx=ctx)
     ep = {k: f"inproc://{k}-{id(rt)}" for k in ("frames", "infer", "out", "control")}
     capture = ctx.socket(zmq.PUSH)
     capture.bind(ep["frames"])
-    config = CompositorConfig(
-        frames=ep["frames"],
-        infer_bind=ep["infer"],
-        out_bind=ep["out"],
-        control_bind=ep["control"],
-        max_mask_age=60.0,
-    )
-    core = build(config, rt)
-    links = open_links(config, ctx)
-    result = []
-    thread = threading.Thread(target=lambda: result.append(run_realtime(core, links, rt)))
+    settings = CompositorConfig(
+        frames=ep["frames"], infer_bind=ep["infer"], out_bind=ep["out"],
+        control_bind=ep["control"], **config,
+    )  # fmt: skip
+    core = build(settings, rt)
+    links = open_links(settings, ctx)
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(runner(core, links, rt)))
     thread.start()
     try:
-        display = ctx.socket(zmq.PULL)
-        display.connect(ep["out"])
-        control = ctx.socket(zmq.PUSH)
-        control.connect(ep["control"])
-        worker = ctx.socket(zmq.DEALER)
-        worker.connect(ep["infer"])
-        deadline = time.monotonic() + DEADLINE_S
-        worker.send_multipart(protocol.encode(protocol.Ready(worker="W", model="fake")))
-
-        capture.send_multipart(frame_parts(1))
-        out = recv(display, protocol.Output, deadline)
-        assert (out.frame_id, out.hidden, out.fail_closed) == (1, "waiting", True)
-        handed = recv(worker, protocol.Frame, deadline)
-        assert handed.frame_id == 1 and handed.image.shape == (H, W, 3)
-
-        for parts in (
-            mask_parts(2**63 - 1),  # forged id: would win "newest" forever
-            mask_parts(5),  # a frame never handed out
-            mask_parts(1, stream=8),
-            mask_parts(1, shape=(2 * H, 2 * W)),
-            bad_infer_ms_mask(1),
-            [b"not msgpack at all"],
-        ):
-            worker.send_multipart(parts)
-        worker.send_multipart(mask_parts(1))  # the genuine one
-        i = 2
-        while True:  # frames until one is shown with the mask
-            capture.send_multipart(frame_parts(i))
-            i += 1
-            if (out := recv(display, protocol.Output, deadline)).hidden == "":
-                break
-        assert not out.fail_closed and out.mask_age_ms is not None
-        assert core.picture.slot.applied.frame_id == 1
-        assert core.stats.counts["masks_applied"] == 1
-        assert core.rejected == {"not_handed_out": 2, "wrong_stream": 1, "mask_too_large": 1}
-        assert core.bad.count == 2  # the string infer_ms and the garbage
-        assert core.stats.series["motion_ms"]  # shown frames went through motion compensation
-
-        for _ in range(10_001):
-            control.send_multipart(protocol.encode(protocol.Control(privacy="toggle")))
-        while core.privacy.on or core.privacy.unreported > 0:  # the loop works through them
-            assert time.monotonic() < deadline, "privacy commands not applied"
-            capture.send_multipart(frame_parts(i))
-            i += 1
-            recv(display, protocol.Output, deadline)
-        capture.send_multipart(protocol.encode(protocol.End(stream=7, frame_id=i - 1)))
-        assert recv(display, protocol.End, deadline).frame_id == i - 1
-        thread.join(DEADLINE_S)
-        assert result == [0]
-        privacy_lines = [line for line in handler.lines if line.startswith("privacy")]
-        assert 1 <= len(privacy_lines) <= 1 + DEADLINE_S, privacy_lines  # not 10,001
-        assert privacy_lines[-1].startswith("privacy off")
+        yield SimpleNamespace(
+            ctx=ctx, ep=ep, capture=capture, core=core, log=log, thread=thread, result=result
+        )
     finally:
         rt.stop()
         thread.join(DEADLINE_S)
-        log.removeHandler(handler)
         links.close()
         ctx.destroy(0)
 
 
+def connect(c: SimpleNamespace, kind: int, link: str) -> zmq.Socket:
+    """A socket of the fake display or worker, connected to the compositor's ``link``."""
+    sock = c.ctx.socket(kind)
+    sock.connect(c.ep[link])
+    return sock
+
+
+def test_loop_drops_and_counts_what_a_worker_must_not_send(tmp_path):
+    handler = ListHandler()
+    with running("loop", max_mask_age=60.0) as c:
+        c.log.addHandler(handler)
+        c.log.setLevel(logging.INFO)
+        try:
+            drops_and_counts(c, handler)
+        finally:
+            c.log.removeHandler(handler)
+
+
+def drops_and_counts(c: SimpleNamespace, handler: ListHandler) -> None:
+    capture, core = c.capture, c.core
+    display = connect(c, zmq.PULL, "out")
+    control = connect(c, zmq.PUSH, "control")
+    worker = connect(c, zmq.DEALER, "infer")
+    deadline = time.monotonic() + DEADLINE_S
+    worker.send_multipart(protocol.encode(protocol.Ready(worker="W", model="fake")))
+
+    capture.send_multipart(frame_parts(1))
+    out = recv(display, protocol.Output, deadline)
+    assert (out.frame_id, out.hidden, out.fail_closed) == (1, "waiting", True)
+    handed = recv(worker, protocol.Frame, deadline)
+    assert handed.frame_id == 1 and handed.image.shape == (H, W, 3)
+
+    for parts in (
+        mask_parts(2**63 - 1),  # forged id: would win "newest" forever
+        mask_parts(5),  # a frame never handed out
+        mask_parts(1, stream=8),
+        mask_parts(1, shape=(2 * H, 2 * W)),
+        bad_infer_ms_mask(1),
+        [b"not msgpack at all"],
+    ):
+        worker.send_multipart(parts)
+    worker.send_multipart(mask_parts(1))  # the genuine one
+    i = 2
+    while True:  # frames until one is shown with the mask
+        capture.send_multipart(frame_parts(i))
+        i += 1
+        if (out := recv(display, protocol.Output, deadline)).hidden == "":
+            break
+    assert not out.fail_closed and out.mask_age_ms is not None
+    assert core.picture.slot.applied.frame_id == 1
+    assert core.stats.counts["masks_applied"] == 1
+    assert core.rejected == {"not_handed_out": 2, "wrong_stream": 1, "mask_too_large": 1}
+    assert core.bad.count == 2  # the string infer_ms and the garbage
+    assert core.stats.series["motion_ms"]  # shown frames went through motion compensation
+
+    for _ in range(10_001):
+        control.send_multipart(protocol.encode(protocol.Control(privacy="toggle")))
+    while core.privacy.on or core.privacy.unreported > 0:  # the loop works through them
+        assert time.monotonic() < deadline, "privacy commands not applied"
+        capture.send_multipart(frame_parts(i))
+        i += 1
+        recv(display, protocol.Output, deadline)
+    capture.send_multipart(protocol.encode(protocol.End(stream=7, frame_id=i - 1)))
+    assert recv(display, protocol.End, deadline).frame_id == i - 1
+    c.thread.join(DEADLINE_S)
+    assert c.result == [0]
+    privacy_lines = [line for line in handler.lines if line.startswith("privacy")]
+    assert 1 <= len(privacy_lines) <= 1 + DEADLINE_S, privacy_lines  # not 10,001
+    assert privacy_lines[-1].startswith("privacy off")
+
+
 def test_lockstep_every_frame_waits_for_its_own_mask_from_its_worker(tmp_path):
-    ctx = zmq.Context()
-    log = logging.getLogger("test-compositor-lockstep")
-    rt = Runtime(name="compositor", log=log, ctx=ctx)
-    ep = {k: f"inproc://{k}-{id(rt)}" for k in ("frames", "infer", "out", "control")}
-    capture = ctx.socket(zmq.PUSH)
-    capture.bind(ep["frames"])
-    config = CompositorConfig(
-        frames=ep["frames"],
-        infer_bind=ep["infer"],
-        out_bind=ep["out"],
-        control_bind=ep["control"],
-        max_mask_age=0.001,  # never applies in lock-step
-        lockstep=True,
-    )
-    core = build(config, rt)
-    links = open_links(config, ctx)
-    result = []
-    thread = threading.Thread(target=lambda: result.append(run_lockstep(core, links, rt)))
-    thread.start()
-    try:
-        display = ctx.socket(zmq.PULL)
-        display.connect(ep["out"])
-        a, b = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+    # max_mask_age: never applies in lock-step
+    with running("lockstep", run_lockstep, max_mask_age=0.001, lockstep=True) as c:
+        display = connect(c, zmq.PULL, "out")
+        a, b = connect(c, zmq.DEALER, "infer"), connect(c, zmq.DEALER, "infer")
         for sock, name in ((a, "A"), (b, "B")):
-            sock.connect(ep["infer"])
             sock.send_multipart(protocol.encode(protocol.Ready(worker=name)))
         deadline = time.monotonic() + DEADLINE_S
         for i in range(1, 4):
-            capture.send_multipart(frame_parts(i))
+            c.capture.send_multipart(frame_parts(i))
         poller = zmq.Poller()
         poller.register(a, zmq.POLLIN)
         poller.register(b, zmq.POLLIN)
@@ -201,16 +203,11 @@ def test_lockstep_every_frame_waits_for_its_own_mask_from_its_worker(tmp_path):
             sock.send_multipart(mask_parts(i))
             out = recv(display, protocol.Output, deadline)
             assert (out.frame_id, out.hidden, out.fail_closed) == (i, "", False)
-        assert core.rejected == {"wrong_worker": 3}
-        capture.send_multipart(protocol.encode(protocol.End(stream=7, frame_id=3)))
+        assert c.core.rejected == {"wrong_worker": 3}
+        c.capture.send_multipart(protocol.encode(protocol.End(stream=7, frame_id=3)))
         assert recv(display, protocol.End, deadline).frame_id == 3
-        thread.join(DEADLINE_S)
-        assert result == [0]
-    finally:
-        rt.stop()
-        thread.join(DEADLINE_S)
-        links.close()
-        ctx.destroy(0)
+        c.thread.join(DEADLINE_S)
+        assert c.result == [0]
 
 
 def test_no_motion_turns_motion_compensation_off():
@@ -221,29 +218,13 @@ def test_no_motion_turns_motion_compensation_off():
 
 
 def test_the_alpha_goes_to_the_display_only_while_its_mask_view_asks():
-    ctx = zmq.Context()
-    rt = Runtime(name="compositor", log=logging.getLogger("test-compositor-view"), ctx=ctx)
-    ep = {k: f"inproc://{k}-{id(rt)}" for k in ("frames", "infer", "out", "control")}
-    capture = ctx.socket(zmq.PUSH)
-    capture.bind(ep["frames"])
-    config = CompositorConfig(
-        frames=ep["frames"], infer_bind=ep["infer"], out_bind=ep["out"],
-        control_bind=ep["control"], max_mask_age=60.0,
-    )  # fmt: skip
-    core = build(config, rt)
-    links = open_links(config, ctx)
-    thread = threading.Thread(target=lambda: run_realtime(core, links, rt))
-    thread.start()
-    try:
-        display = ctx.socket(zmq.PULL)
-        display.connect(ep["out"])
-        control = ctx.socket(zmq.PUSH)
-        control.connect(ep["control"])
-        worker = ctx.socket(zmq.DEALER)
-        worker.connect(ep["infer"])
+    with running("view", max_mask_age=60.0) as c:
+        display = connect(c, zmq.PULL, "out")
+        control = connect(c, zmq.PUSH, "control")
+        worker = connect(c, zmq.DEALER, "infer")
         deadline = time.monotonic() + DEADLINE_S
         worker.send_multipart(protocol.encode(protocol.Ready(worker="W", model="fake")))
-        capture.send_multipart(frame_parts(1))
+        c.capture.send_multipart(frame_parts(1))
         assert recv(display, protocol.Output, deadline).alpha is None  # not asked for
         recv(worker, protocol.Frame, deadline)
         half = np.zeros((H, W), np.uint8)
@@ -253,57 +234,33 @@ def test_the_alpha_goes_to_the_display_only_while_its_mask_view_asks():
         control.send_multipart(protocol.encode(protocol.View(mask=True)))
         i, out = 2, None
         while out is None or out.alpha is None or out.hidden:
-            capture.send_multipart(frame_parts(i))
+            c.capture.send_multipart(frame_parts(i))
             i += 1
             out = recv(display, protocol.Output, deadline)
         assert out.alpha.shape == (H, W) and out.mask_fps is not None and out.mask_fps > 0
         assert out.alpha[:, : W // 2 - 8].min() == 255 and out.alpha[:, W // 2 + 8 :].max() == 0
         control.send_multipart(protocol.encode(protocol.View(mask=False)))
         while out.alpha is not None:
-            capture.send_multipart(frame_parts(i))
+            c.capture.send_multipart(frame_parts(i))
             i += 1
             out = recv(display, protocol.Output, deadline)
-    finally:
-        rt.stop()
-        thread.join(DEADLINE_S)
-        links.close()
-        ctx.destroy(0)
 
 
 def test_a_picture_waiting_for_a_slow_display_is_not_overwritten_by_later_frames():
     """The compositor renders into buffers it reuses; a picture queued for the display must keep
     its own pixels (sent zero-copy, the next frame's render would change it in the queue).
     640x360: pyzmq copies messages under 64 kB anyway, so small frames cannot show this."""
-    ctx = zmq.Context()
-    rt = Runtime(name="compositor", log=logging.getLogger("test-compositor-queue"), ctx=ctx)
-    ep = {k: f"inproc://{k}-{id(rt)}" for k in ("frames", "infer", "out", "control")}
-    capture = ctx.socket(zmq.PUSH)
-    capture.bind(ep["frames"])
-    config = CompositorConfig(
-        frames=ep["frames"], infer_bind=ep["infer"], out_bind=ep["out"],
-        control_bind=ep["control"], max_mask_age=60.0,
-    )  # fmt: skip
-    core = build(config, rt)
-    links = open_links(config, ctx)
-    thread = threading.Thread(target=lambda: run_realtime(core, links, rt))
-    thread.start()
-    try:
-        display = ctx.socket(zmq.PULL)
-        display.connect(ep["out"])
+    with running("queue", max_mask_age=60.0) as c:
+        display = connect(c, zmq.PULL, "out")
         deadline = time.monotonic() + DEADLINE_S
-        capture.send_multipart(frame_parts(40, shape=BIG))
+        c.capture.send_multipart(frame_parts(40, shape=BIG))
         first = recv(display, protocol.Output, deadline)  # connected; now the display stalls
         assert first.hidden == "waiting" and abs(int(first.image.mean()) - 40) <= 1
         for i in range(41, 60):  # rendered (all hidden: no worker) while the display stalls
-            capture.send_multipart(frame_parts(i, shape=BIG))
-        c = core.stats.counts
-        wait_for(lambda: c["frames_received"] + c["frames_dropped"] >= 20, 20, "frames rendered")
+            c.capture.send_multipart(frame_parts(i, shape=BIG))
+        n = c.core.stats.counts
+        wait_for(lambda: n["frames_received"] + n["frames_dropped"] >= 20, 20, "frames rendered")
         for _ in range(2):  # what was queued, then the newest
             out = recv(display, protocol.Output, deadline)
             mean = float(out.image.mean())
             assert abs(mean - out.frame_id) <= 1, (out.frame_id, mean)
-    finally:
-        rt.stop()
-        thread.join(DEADLINE_S)
-        links.close()
-        ctx.destroy(0)
