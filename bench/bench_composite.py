@@ -27,11 +27,10 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import describe  # noqa: E402
+from bench.harness import SHARED, describe  # noqa: E402
 from compositor import compose  # noqa: E402
 from inference.segmenter import open_segmenter  # noqa: E402
 
-SHARED = REPO.parent / "shared"
 SIZES = [(640, 360), (1280, 720), (1920, 1080)]
 CLIP = SHARED / "media/videos/person_juggling_ball_sam2.mp4"  # 1280x720
 

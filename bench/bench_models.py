@@ -21,14 +21,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import describe  # noqa: E402
+from bench.harness import SELFIE, SHARED, STANDIN, describe  # noqa: E402
 from inference.segmenter import SegmenterOptions, open_segmenter  # noqa: E402
 from inference.segmenters import selfie  # noqa: E402
 from inference.segmenters.maskrcnn import blob_size  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-STANDIN = SHARED / "models" / "mask-rcnn-standin"
-SELFIE = SHARED / "models" / "selfie-segmentation"
 VIDEO = SHARED / "media" / "videos" / "person_sitting_outdoors_pixabay35590.mp4"
 
 

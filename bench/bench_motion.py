@@ -33,10 +33,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import describe, launch_stats  # noqa: E402
+from bench.harness import SELFIE, SHARED, describe, launch_stats  # noqa: E402
 
-SHARED = REPO.parent / "shared"
-SELFIE = SHARED / "models/selfie-segmentation"
 VIDEOS = SHARED / "media/videos"
 DAVIS = SHARED / "media/gt_video"
 CLIPS = {

@@ -21,11 +21,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import describe, launch_stats  # noqa: E402
+from bench.harness import SHARED, STANDIN, describe, launch_stats  # noqa: E402
 
-SHARED = REPO.parent / "shared"
 CLIP = SHARED / "media/videos/person_sitting_outdoors_pixabay35590.mp4"
-STANDIN = SHARED / "models/mask-rcnn-standin"
 
 
 def tutorial_loop(clip: Path, model_dir: Path, seconds: float) -> dict:

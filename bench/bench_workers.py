@@ -27,16 +27,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import describe, launch_stats  # noqa: E402
+from bench.harness import SELFIE, SHARED, STANDIN, describe, launch_stats  # noqa: E402
 from common import protocol  # noqa: E402
 
-SHARED = REPO.parent / "shared"
 CLIPS = {
     "640x360": SHARED / "media/videos/person_sitting_outdoors_pixabay35590.mp4",
     "1280x720": SHARED / "media/videos/person_juggling_ball_sam2.mp4",
 }
-STANDIN = SHARED / "models/mask-rcnn-standin"
-SELFIE = SHARED / "models/selfie-segmentation"
 SOURCES = {
     # a looped folder of stills at 10 fps: the camera-rate stages leave the second core to the
     # second worker, so what is compared is the workers, not CPU contention (the old test's setup)

@@ -13,6 +13,10 @@ from pathlib import Path
 import cv2
 
 REPO = Path(__file__).resolve().parents[1]
+# ../shared beside the checkout: models and media every benchmark reads (one place for the paths)
+SHARED = REPO.parent / "shared"
+SELFIE = SHARED / "models/selfie-segmentation"
+STANDIN = SHARED / "models/mask-rcnn-standin"  # Mask R-CNN's cost, random weights: timing only
 
 
 def describe() -> str:

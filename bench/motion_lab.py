@@ -45,11 +45,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.harness import describe  # noqa: E402
+from bench.harness import SHARED, describe  # noqa: E402
 from compositor import compose  # noqa: E402
 from compositor.motion import MotionCompensator, MotionSettings  # noqa: E402
 
-SHARED = REPO.parent / "shared"
 CACHE = Path("/tmp/privacycam_motion_lab")
 MAX_SECONDS = 10.0
 WIDTH = 640  # the pipeline's default --width

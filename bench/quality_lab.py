@@ -28,11 +28,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.harness import SELFIE, SHARED  # noqa: E402
 from bench.metrics import boundary_f, iou  # noqa: E402
 from compositor import compose  # noqa: E402
 
-SHARED = REPO.parent / "shared"
-SELFIE = SHARED / "models/selfie-segmentation"
 GT_IMAGES = SHARED / "media/gt_images"
 GT_VIDEO = SHARED / "media/gt_video"
 CLIPS = ("hike", "dance-jump", "rollerblade", "tennis")

@@ -24,12 +24,10 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import REPO, describe  # noqa: E402
+from bench.harness import REPO, SELFIE, SHARED, describe  # noqa: E402
 from common import protocol  # noqa: E402
 
-SHARED = REPO.parent / "shared"
 CLIP = SHARED / "media" / "videos" / "person_juggling_ball_sam2.mp4"
-SELFIE = SHARED / "models" / "selfie-segmentation"
 
 
 def status_kb(pid: int, field: str) -> int | None:
