@@ -157,13 +157,15 @@ def start_core(
     *compositor_args,
     infer: str | None = None,
     display_args: tuple = (),
+    source: Path = ANCHOR,
 ) -> subprocess.Popen:
-    """capture (looped anchor clip), compositor (stats in tmp_path/comp.json), headless display.
+    """capture (``source`` looped: the anchor clip), compositor (stats in tmp_path/comp.json),
+    headless display.
 
     Returns the compositor; workers are started separately so tests can kill or restart them.
     """
     ep = endpoints(port_base)
-    procs.start("capture", "--source", ANCHOR, "--loop", "--bind", ep[0])
+    procs.start("capture", "--source", source, "--loop", "--bind", ep[0])
     comp = procs.start(
         "compositor",
         "--frames",

@@ -253,16 +253,18 @@ def _selfie_call(*extra):
     )
 
 
-def _processes_naming(folder):
-    """Pids whose command line mentions ``folder`` (every stage's does: its stats file)."""
-    pids = []
+def _command_lines():
+    """(pid, raw command line) of every process still readable."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if str(folder).encode() in cmdline.read_bytes():
-                pids.append(int(cmdline.parent.name))
+            yield int(cmdline.parent.name), cmdline.read_bytes()
         except OSError:
             continue
-    return pids
+
+
+def _processes_naming(folder):
+    """Pids whose command line mentions ``folder`` (every stage's does: its stats file)."""
+    return [pid for pid, line in _command_lines() if str(folder).encode() in line]
 
 
 def _snapshot(path):
@@ -435,16 +437,14 @@ print(json.dumps(res))
 """
 
 
-def _link_key_folder() -> Path:
-    """The --link-keys folder a running launcher gave its stages (from their command lines)."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
+def _link_key_folder() -> Path | None:
+    """The --link-keys folder a running launcher gave its stages (from their command lines), or
+    None while no stage with it has started yet."""
+    for _, line in _command_lines():
+        args = line.split(b"\0")
         if b"--link-keys" in args:
             return Path(args[args.index(b"--link-keys") + 1].decode())
-    raise AssertionError("no stage was given --link-keys")
+    return None
 
 
 @needs_shared
@@ -459,7 +459,8 @@ def test_tcp_links_are_encrypted_with_a_key_only_this_run_has(tmp_path):
     try:
         eps = call.links()
         assert all(e.startswith("tcp://127.0.0.1:") for e in eps.values())
-        keys = _link_key_folder()
+        # the launcher logs the links before it starts the stages
+        keys = wait_for(_link_key_folder, 30, "a stage started with --link-keys")
         assert stat.S_IMODE(keys.stat().st_mode) == 0o700
         assert stat.S_IMODE(keys.parent.stat().st_mode) == 0o700
         secret = keys / "link.key_secret"

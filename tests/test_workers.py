@@ -126,15 +126,9 @@ def test_the_compositor_does_not_spin_in_the_kernel(procs, tmp_path, port_base):
     """OpenCV's bundled OpenBLAS (behind cv2.gemm) kept a worker thread spinning in sched_yield:
     the compositor spent 0.7 s of every second in the kernel (common/threads.py). With one BLAS
     thread it is a few percent; the limit leaves room for a loaded machine."""
-    ep = endpoints(port_base)
     clip = MEDIA / "videos" / "person_sitting_outdoors_pixabay35590.mp4"  # 640x360: the band's
-    procs.start("capture", "--source", clip, "--loop", "--bind", ep[0])  # gemm is BLAS-sized
-    comp = procs.start(
-        "compositor", "--frames", ep[0], "--infer-bind", ep[1], "--out-bind", ep[2],
-        "--control-bind", ep[3], "--stats-json", tmp_path / "comp.json",
-    )  # fmt: skip
-    procs.start("display", "--headless", "--connect", ep[2], "--control", ep[3])
-    start_worker(procs, ep[1])
+    comp = start_core(procs, port_base, tmp_path, source=clip)  # gemm is BLAS-sized
+    start_worker(procs, endpoints(port_base)[1])
     shown = wait_for(
         lambda: (s := read_json(tmp_path / "comp.json")).get("masks_applied", 0) > 5 and s,
         60,
