@@ -75,7 +75,7 @@ def test_silent_worker_hides_the_room_and_display_keeps_going(procs, port_base, 
     # 1 s: the selfie model's own limit (launch.py's); on two busy shared cores a selfie mask is
     # now and then 0.5-0.9 s old while the worker runs (measured: p95 0.6-0.9 s at load 11)
     worker = start_pipeline(procs, port_base, tmp_path, "--max-mask-age", "1.0")
-    wait_for(lambda: counts(tmp_path)[2] >= 20, 40, "20 masks applied")
+    wait_for(lambda: counts(tmp_path)[2] >= 10, 40, "10 masks applied")
     c1 = shown_run(tmp_path, 40, 20, "40 frames shown in a row with masks fresh")
 
     os.kill(worker.pid, signal.SIGSTOP)  # the worker hangs: no more masks

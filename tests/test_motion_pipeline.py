@@ -95,8 +95,8 @@ def run_recorded(tmp_path: Path, clip: Path, *extra: str, frames: int = 150) -> 
 
 def test_moving_person_never_shows_the_room_sharp(tmp_path):
     clip = make_clip(tmp_path / "moving.avi", speed=4.0)
-    shares = run_recorded(tmp_path, clip)
-    assert len(shares) >= 120
+    shares = run_recorded(tmp_path, clip, frames=120)
+    assert len(shares) >= 100
     assert max(shares) < 0.002, f"room shown sharp: max {max(shares):.2%} of a frame"
     # The same run with the old design does show it: the test can see a leak.
     old = run_recorded(tmp_path, clip, "--no-motion", frames=75)

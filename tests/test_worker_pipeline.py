@@ -8,7 +8,7 @@ pytestmark = needs_shared
 
 def test_mask_interval_with_the_real_compositor(tmp_path, port_base):
     interval = 0.5
-    r, stats = launch_selfie(tmp_path, port_base, "--mask-interval", interval, frames=120)
+    r, stats = launch_selfie(tmp_path, port_base, "--mask-interval", interval, frames=80)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     s = read_json(stats)
     worker, comp = s["stages"]["inference"], s["stages"]["compositor"]
