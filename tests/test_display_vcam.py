@@ -73,7 +73,9 @@ def test_virtual_camera_gets_rgb_frames_at_camera_rate_right_size_not_mirrored(p
     assert result == [0]
     [dev] = devices
     assert dev.opened_with == (640, 360, FPS, None) and dev.closed
-    assert len(dev.frames) >= sent - 3  # every picture (a busy machine may merge a couple)
+    # Nearly every picture: the display keeps only the newest, so a busy machine merges a few
+    # (measured: 85 of 90 once in a full CI run); the rate is checked by the gaps below.
+    assert len(dev.frames) >= 0.9 * sent
     for _, rgb in dev.frames:
         assert rgb.shape == (360, 640, 3)
         assert (rgb[:, :320] == (0, 0, 255)).all()  # RGB order: blue is (0, 0, 255) ...

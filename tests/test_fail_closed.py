@@ -1,8 +1,8 @@
 """Privacy fails closed, with real processes: no mask yet, a stale mask, a worker gone silent.
 
 Stages are started one by one so the test can freeze the worker (SIGSTOP: a hung worker) and thaw
-it again. The compositor's stats file (rewritten every second) and its saved alphas tell what was
-shown: an all-zero alpha means the whole picture was hidden.
+it again. The compositor's stats file (rewritten 4 times a second) and its saved alphas tell what
+was shown: an all-zero alpha means the whole picture was hidden.
 """
 
 import os

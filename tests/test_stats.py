@@ -1,4 +1,4 @@
-"""Stats: JSON every second, a status line every 5 s (1 s verbose), bounded series, same API."""
+"""Stats: JSON 4 times a second, a status line every 5 s (1 s verbose), bounded series, same API."""
 
 import json
 import logging
@@ -26,7 +26,7 @@ def lines(caplog):
     return [r.getMessage() for r in caplog.records if r.name == "test-stats"]
 
 
-def test_json_every_second_status_line_every_five(tmp_path, caplog):
+def test_json_four_times_a_second_status_line_every_five(tmp_path, caplog):
     s, clock = make(tmp_path, caplog)
     saves, logged = [], 0
     for _ in range(100):  # 10 s in steps of 0.1 s
@@ -36,7 +36,28 @@ def test_json_every_second_status_line_every_five(tmp_path, caplog):
         path = tmp_path / "s.json"
         saves.append(json.loads(path.read_text())["frames"] if path.exists() else None)
     assert len(lines(caplog)) == 2 == logged  # at 5 s and 10 s; tick says when it logged
-    assert len({v for v in saves if v is not None}) >= 9  # the file followed every second
+    assert len({v for v in saves if v is not None}) >= 33  # the file followed 4 times a second
+
+
+def test_percentiles_in_the_file_are_refreshed_once_a_second(tmp_path, caplog):
+    s, clock = make(tmp_path, caplog)
+    path = tmp_path / "s.json"
+    s.sample("latency_ms", 10.0)
+    clock.t += 0.3
+    s.tick()
+    assert json.loads(path.read_text())["latency_ms"]["p50"] == 10.0
+    s.sample("latency_ms", 30.0)
+    clock.t += 0.3
+    s.count("frames")
+    s.tick()
+    saved = json.loads(path.read_text())
+    assert saved["frames"] == 1 and saved["latency_ms"]["p50"] == 10.0  # counters fresh
+    clock.t += 0.8
+    s.tick()
+    assert json.loads(path.read_text())["latency_ms"]["p50"] == 20.0  # a second later: new
+    s.sample("latency_ms", 50.0)
+    s.tick(force=True)  # at exit: everything fresh
+    assert json.loads(path.read_text())["latency_ms"]["p50"] == 30.0
 
 
 def test_verbose_logs_every_second(tmp_path, caplog):
