@@ -127,14 +127,14 @@ def test_frozen_worker_with_a_moving_person_still_hides_the_room(tmp_path):
         os.kill(worker.pid, signal.SIGSTOP)
         shown = read_json(stats)["frames_composited"]
         wait_for(
-            lambda: read_json(stats)["frames_composited"] >= shown + 90, 60, "3 s while frozen"
+            lambda: read_json(stats)["frames_composited"] >= shown + 60, 60, "2 s while frozen"
         )
         display.terminate()
         display.wait(20)
     finally:
         procs.stop_all()  # thaws the worker before stopping it
     shares = sharp_room_share(rec)
-    assert len(shares) >= 90
+    assert len(shares) >= 60
     assert max(shares) < 0.002, f"room shown sharp: max {max(shares):.2%} of a frame"
 
 
@@ -144,9 +144,9 @@ def test_still_scene_loses_no_pixel_to_the_change_rule(tmp_path):
     stats = tmp_path / "s.json"
     r = launch(
         "--source", clip, "--loop", "--model", "selfie", "--model-dir", SELFIE, "--headless",
-        "--mask-interval", "0.5", "--max-frames", "90", "--stats-json", stats, timeout=120,
+        "--mask-interval", "0.5", "--max-frames", "60", "--stats-json", stats, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     comp = read_json(stats)["stages"]["compositor"]
-    assert comp["masks_applied"] >= 2 and comp["motion_tracked_frames"] >= 45
+    assert comp["masks_applied"] >= 2 and comp["motion_tracked_frames"] >= 30
     assert comp["motion_hidden_frames"] == 0, comp.get("motion_hidden_share")
