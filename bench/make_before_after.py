@@ -28,6 +28,7 @@ from compositor.compose import (  # noqa: E402
     render,
     tutorial_composite,
 )
+from compositor.config import CompositorConfig  # noqa: E402
 from inference.segmenter import open_segmenter  # noqa: E402
 
 
@@ -93,7 +94,11 @@ def main() -> None:
     panels = [
         label(frame, "original"),
         label(tutorial_composite(frame, mask), "tutorial: binary paste + blur 41"),
-        label(composite(frame, mask, ComposeSettings()), "privacycam: blur"),
+        # the look users get: the compositor's default blur (ComposeSettings' own is the tutorial's)
+        label(
+            composite(frame, mask, ComposeSettings(blur=CompositorConfig.blur)),
+            f"privacycam: blur (default, --blur {CompositorConfig.blur:g})",
+        ),
         label(composite(frame, mask, ComposeSettings(background=args.background)), "replacement"),
     ]
     top, bottom = np.hstack(panels[:2]), np.hstack(panels[2:])
