@@ -28,7 +28,6 @@ from compositor.compose import (  # noqa: E402
     render,
     tutorial_composite,
 )
-from compositor.config import CompositorConfig  # noqa: E402
 from inference.segmenter import open_segmenter  # noqa: E402
 
 
@@ -94,10 +93,9 @@ def main() -> None:
     panels = [
         label(frame, "original"),
         label(tutorial_composite(frame, mask), "tutorial: binary paste + blur 41"),
-        # the look users get: the compositor's default blur (ComposeSettings' own is the tutorial's)
         label(
-            composite(frame, mask, ComposeSettings(blur=CompositorConfig.blur)),
-            f"privacycam: blur (default, --blur {CompositorConfig.blur:g})",
+            composite(frame, mask, ComposeSettings()),
+            f"privacycam: blur (default, --blur {ComposeSettings.blur:g})",
         ),
         label(composite(frame, mask, ComposeSettings(background=args.background)), "replacement"),
     ]

@@ -148,14 +148,17 @@ def redness(img: np.ndarray, where: np.ndarray) -> float:
     return float(np.mean(px[:, 2] - (px[:, 0] + px[:, 1]) / 2))
 
 
-def test_no_person_colour_leaks_into_blurred_background():
+@pytest.mark.parametrize("blur", [1.0, 3.0, 6.0])  # 3: the default; > 1.5 blurs at lower res
+def test_no_person_colour_leaks_into_blurred_background(blur):
     frame, mask, ring = red_person_on_grey()
-    ours = composite(frame, mask).image
+    ours = composite(frame, mask, ComposeSettings(blur=blur)).image
     tutorial = tutorial_composite(frame, mask)
     # The tutorial's plain blur smears the red person several px into the background ring ...
     assert redness(tutorial, ring) > 10
-    # ... ours stays grey there (the measurement can fail: it does for the tutorial).
-    assert redness(ours, ring) < 2
+    # ... ours stays grey there (the measurement can fail: it does for the tutorial, and it did
+    # for ours at --blur 3 and 6, 3.5 and 5.8, while the image was downscaled apart from the
+    # weights before the blur).
+    assert redness(ours, ring) < 1
 
 
 # --------------------------------------------------------------------------- backgrounds
