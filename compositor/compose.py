@@ -316,7 +316,7 @@ def _background_blur(
     a low-resolution cell that is part person must carry only its background pixels' colour, or
     the person's colour comes back as a halo around them (measured on a red person, redness in
     the ring around it: 3.5 at --blur 3 and 5.8 at --blur 6 with the image downscaled on its own,
-    0.03 and 0.09 premultiplied; the tutorial's blur: > 10). In uint8: the weights are 0 or 1
+    0.02 and 0.1 premultiplied; the tutorial's blur: > 10). In uint8: the weights are 0 or 1
     on the grid, so the premultiplied image is the masked image; the rounding of the averages
     (half a level) is averaged away by the blur.
     """
