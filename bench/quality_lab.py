@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.harness import SELFIE, SHARED  # noqa: E402
-from bench.metrics import boundary_f, iou  # noqa: E402
+from bench.metrics import boundary_f, fragments, iou  # noqa: E402
 from compositor import compose  # noqa: E402
 
 GT_IMAGES = SHARED / "media/gt_images"
@@ -147,24 +147,35 @@ def main() -> None:
     p.add_argument("--cache", type=Path, default=Path("/tmp/privacycam-quality-lab"))
     a = p.parse_args()
     print(f"selfie model, frames {a.width} wide, masks: {a.mask}; scored at the GT's size\n")
-    print("| set | frames | IoU raw | IoU refined | boundary F raw | boundary F refined | dF |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| set | frames | IoU raw | IoU refined | boundary F raw | boundary F refined | dF "
+        "| fragments per frame: GT / raw / refined |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name in a.sets.split(","):
         data = model_outputs(name, a.width, a.cache)
         raw_settings = compose.ComposeSettings(refine=False, temporal=False)
-        raw = score(run_set(data, raw_settings, a.mask), data["gts"])
+        raw_alphas = run_set(data, raw_settings, a.mask)
+        raw = score(raw_alphas, data["gts"])
         ref_settings = compose.ComposeSettings(temporal=a.temporal == "on")
-        ref = score(run_set(data, ref_settings, a.mask), data["gts"])
+        ref_alphas = run_set(data, ref_settings, a.mask)
+        ref = score(ref_alphas, data["gts"])
+        frag = [
+            float(np.mean([fragments(x) for x in xs]))
+            for xs in (data["gts"], raw_alphas, ref_alphas)
+            if xs[0] is not None
+        ]
         if name == "cows":
             print(
                 f"| cows (no person: share kept) | {len(data['frames'])} | {raw[0]:.4f} | "
-                f"{ref[0]:.4f} | - | - | - |",
+                f"{ref[0]:.4f} | - | - | - | - / {frag[0]:.1f} / {frag[1]:.1f} |",
                 flush=True,
             )
             continue
         print(
             f"| {name} | {len(data['frames'])} | {raw[0]:.3f} | {ref[0]:.3f} | {raw[1]:.3f} | "
-            f"{ref[1]:.3f} | {ref[1] - raw[1]:+.3f} |",
+            f"{ref[1]:.3f} | {ref[1] - raw[1]:+.3f} | "
+            f"{frag[0]:.1f} / {frag[1]:.1f} / {frag[2]:.1f} |",
             flush=True,
         )
 

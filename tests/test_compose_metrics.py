@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from bench.metrics import boundary, boundary_f, iou
+from bench.metrics import boundary, boundary_f, fragments, iou
 
 
 def square(x0: int, size: int = 40, shape: tuple[int, int] = (100, 100)) -> np.ndarray:
@@ -62,3 +62,14 @@ def test_boundary_f_rewards_a_better_edge_where_iou_barely_moves():
     i, f = iou(rough, gt), boundary_f(rough, gt)
     assert i > 0.9
     assert 1 - f > 2 * (1 - i), (i, f)  # the contour metric sees the edge damage far more
+
+
+def test_fragments_count_small_islands_and_holes_not_the_body():
+    m = np.zeros((200, 200), np.uint8)
+    m[40:160, 60:140] = 255  # the body: one large region, the background another
+    assert fragments(m) == 0
+    m[5:8, 5:8] = 255  # two specks of "person" in the room ...
+    m[190:192, 20:23] = 255
+    m[100:103, 100:103] = 0  # ... and a hole of room in the body
+    assert fragments(m) == 3
+    assert fragments(m, max_share=0.0001) == 0  # each is 6-9 px: above 4 px
