@@ -76,13 +76,13 @@ def test_silent_worker_hides_the_room_and_display_keeps_going(procs, port_base, 
     # now and then 0.5-0.9 s old while the worker runs (measured: p95 0.6-0.9 s at load 11)
     worker = start_pipeline(procs, port_base, tmp_path, "--max-mask-age", "1.0")
     wait_for(lambda: counts(tmp_path)[2] >= 10, 40, "10 masks applied")
-    c1 = shown_run(tmp_path, 40, 20, "40 frames shown in a row with masks fresh")
+    c1 = shown_run(tmp_path, 25, 20, "25 frames shown in a row with masks fresh")
 
     os.kill(worker.pid, signal.SIGSTOP)  # the worker hangs: no more masks
     # the last mask gets older than 1 s: frames are hidden from then on
     fresh = c1
     c1 = wait_for(lambda: (c := counts(tmp_path))[1] >= fresh[1] + 10 and c, 20, "frames hidden")
-    c2 = wait_for(lambda: (c := counts(tmp_path))[0] >= c1[0] + 30 and c, 20, "30 frames more")
+    c2 = wait_for(lambda: (c := counts(tmp_path))[0] >= c1[0] + 25 and c, 20, "25 frames more")
     assert c2[2] - c1[2] <= 2  # no new masks while frozen
     assert rate(c1, c2, 0) >= 15  # the picture kept flowing at camera rate (25 fps clip) ...
     assert c2[1] - c1[1] >= c2[0] - c1[0] - 2  # ... with the room hidden: last mask > 1 s old
@@ -90,4 +90,4 @@ def test_silent_worker_hides_the_room_and_display_keeps_going(procs, port_base, 
 
     os.kill(worker.pid, signal.SIGCONT)  # back to life: masks and the normal picture return
     wait_for(lambda: counts(tmp_path)[2] > c2[2] + 10, 20, "masks to resume")
-    shown_run(tmp_path, 30, 20, "30 frames shown in a row again")
+    shown_run(tmp_path, 25, 20, "25 frames shown in a row again")
