@@ -34,7 +34,6 @@ sys.path.insert(0, str(REPO))
 
 from bench.harness import SHARED, describe  # noqa: E402
 from compositor import compose  # noqa: E402
-from compositor.config import CompositorConfig  # noqa: E402
 from inference.segmenter import open_segmenter  # noqa: E402
 
 SIZES = [(640, 360), (1280, 720), (1920, 1080)]
@@ -77,7 +76,9 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=100)
     p.add_argument("--threads", type=int, default=0, help="only this many (0: 1 and default)")
     p.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES))
-    p.add_argument("--blur", type=float, default=CompositorConfig.blur, help="the compositor's")
+    p.add_argument(
+        "--blur", type=float, default=compose.ComposeSettings.blur, help="default: the compositor's"
+    )
     a = p.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
     cap = cv2.VideoCapture(str(CLIP))
