@@ -83,6 +83,10 @@ def _pull(port: int) -> tuple[zmq.Context, zmq.Socket]:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PULL)
     sock.setsockopt(zmq.LINGER, 0)
+    # Connected before capture binds: ZeroMQ retries every RECONNECT_IVL (100 ms by default), and
+    # capture drops what it sends before a peer is there (6 frames lost once in a CI run). Retry
+    # every 5 ms, so the link is up within a frame of capture's bind.
+    sock.setsockopt(zmq.RECONNECT_IVL, 5)
     sock.connect(f"tcp://127.0.0.1:{port}")
     return ctx, sock
 
