@@ -531,9 +531,11 @@ def _die_with_parent() -> None:
 
 
 # A standby process: imports the stage's code (OpenCV, numpy, zmq: the slow part of a start, 1-2 s
-# on a busy 2-core machine) and waits; "go" on stdin makes it the stage, as ``python -m MODULE``.
+# on a busy 2-core machine) and its ``prepare()`` if it has one (the compositor's compiled kernels)
+# and waits; "go" on stdin makes it the stage, as ``python -m MODULE``.
 STANDBY = """import runpy, sys
 import {module}.run
+getattr({module}.run, "prepare", lambda: None)()
 if sys.stdin.readline() != "go\\n":
     sys.exit(0)
 sys.stdin.close()

@@ -27,11 +27,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from common.errors import FatalError
+from compositor import kernels
 from compositor.background import (  # noqa: F401  (fit_background: part of the compose API)
     Background,
     ColorBackground,
@@ -411,6 +413,19 @@ def tutorial_composite(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def warm_up() -> None:
+    """Run every compiled kernel once on a small synthetic frame, so that loading them (or, on the
+    first run after an install, compiling them: seconds) happens at start-up, not on a frame."""
+    h, w = 90, 160
+    frame = np.zeros((h, w, 3), np.uint8)
+    frame[:, w // 2 :] = 200
+    mask = np.zeros((h, w), np.uint8)
+    mask[:, w // 3 :] = 255  # an edge away from the frame's own: band cells on both sides
+    state = new_state(ComposeSettings())
+    accept_mask(state, mask, frame, continuous=False)
+    render(state, frame, privacy=True, mask_ok=True)
+
+
 # --------------------------------------------------------------------------- per mask
 
 
@@ -470,24 +485,6 @@ def accept_mask(
 # --------------------------------------------------------------------------- per frame
 
 
-def _bilinear_weights(k: int) -> np.ndarray:
-    """(9, k*k): weight of each cell of a 3x3 neighbourhood for each pixel of the centre cell.
-
-    Pixel d of a cell sits at (d + 0.5) / k - 0.5 cells from the cell's centre; these are the
-    weights of ``cv2.resize(INTER_LINEAR)`` for an integer factor k, so the sparse upsampling in
-    the band equals the dense one.
-    """
-    w1 = np.zeros((k, 3), np.float32)
-    for d in range(k):
-        u = (d + 0.5) / k - 0.5
-        if u < 0:
-            w1[d, 0], w1[d, 1] = -u, 1 + u
-        else:
-            w1[d, 1], w1[d, 2] = 1 - u, u
-    # [oy, ox, dy, dx] = w1[dy, oy] * w1[dx, ox]
-    return np.ascontiguousarray(np.einsum("ab,cd->bdac", w1, w1).reshape(9, k * k))
-
-
 def _buffers(state: ComposeState, h: int, w: int) -> dict:
     """Per-frame-shape buffers and index tables; rebuilt only when the frame shape changes."""
     buf = state.buffers.get((h, w))
@@ -506,11 +503,8 @@ def _buffers(state: ComposeState, h: int, w: int) -> dict:
             "padded": (H, W) != (h, w),
             "out_p": np.empty((H, W, 3), np.uint8),
             "alpha_p": np.empty((H, W), np.uint8),
-            "weights_t": _bilinear_weights(k),  # (9, k*k)
-            "guide": np.empty((3, hs, ws), np.float32),
-            "dy": np.arange(k)[None, :],
-            "coef": np.empty((4, hs + 2, ws + 2), np.float32),
-            "nb": (np.arange(3)[:, None] * (ws + 2) + np.arange(3)[None, :]).ravel(),
+            "cls": np.empty((3, hs, ws), np.uint8),  # person, unsure, some person (0/1)
+            "sure": np.empty((hs, ws), np.bool_),
         }
     return buf
 
@@ -568,134 +562,23 @@ def _guide_small(frame: np.ndarray, k: int, dst: np.ndarray) -> np.ndarray:
     return downscale_by(quarter, k // 4, dst=dst)
 
 
-def _box_planes(x: np.ndarray, radius: int, dst: np.ndarray | None = None) -> np.ndarray:
-    """Box mean of every plane of a row-padded planar stack, (n, H + 2r, W) -> (n, H, W) view.
-
-    ``x``'s planes hold the data in rows r..r+H and their reflection (``cv2.BORDER_REFLECT``)
-    in the r rows above and below (``_pad_rows``): then one separable filter over all n*(H+2r)
-    rows filters every plane at once, exactly, with no transposes (a column never mixes planes
-    inside the interior rows that are kept). ``dst``: x's shape, reused (no allocation).
-    Why not a multi-channel ``cv2.boxFilter``: the numpy algebra needs planes; splitting and
-    merging channels cost more than the filter. ``sepFilter2D`` with a 1/k kernel is ~2x faster
-    than ``boxFilter`` on float here (whose column sums run in double), same result to 1e-7.
-    """
-    n, hp, w = x.shape
+def _box_cells(x: np.ndarray, radius: int, dst: np.ndarray) -> np.ndarray:
+    """Box mean over (2r+1)^2 cells of every channel of an interleaved (h, w, n) float32 grid,
+    borders reflected (``cv2.BORDER_REFLECT``). ``sepFilter2D`` with a 1/k kernel: ~2x faster
+    than ``boxFilter`` on float (whose column sums run in double), same result to 1e-7."""
     k = 2 * radius + 1
     kernel = np.full((k, 1), 1.0 / k, np.float32)
-    flat = x.reshape(n * hp, w)
-    out = None if dst is None else dst.reshape(n * hp, w)
-    out = cv2.sepFilter2D(flat, -1, kernel, kernel, dst=out, borderType=cv2.BORDER_REFLECT)
-    return out.reshape(n, hp, w)[:, radius : hp - radius]
+    return cv2.sepFilter2D(x, -1, kernel, kernel, dst=dst, borderType=cv2.BORDER_REFLECT)
 
 
-def _pad_rows(x: np.ndarray, radius: int) -> None:
-    """Fill the r top/bottom rows of each plane of (n, H + 2r, W) by reflection (BORDER_REFLECT)."""
-    r = radius
-    hp = x.shape[1]
-    x[:, :r] = x[:, 2 * r - 1 : r - 1 : -1] if r > 0 else x[:, :0]
-    x[:, hp - r :] = x[:, hp - r - 1 : hp - 2 * r - 1 : -1]
-
-
-def _sym_products(x: np.ndarray, out: np.ndarray) -> None:
-    """The 6 distinct products of 3 planes, x_u * x_v for (u, v) = bb, bg, br, gg, gr, rr."""
-    np.multiply(x[0], x[0:3], out=out[0:3])
-    np.multiply(x[1], x[1:3], out=out[3:5])
-    np.multiply(x[2], x[2], out=out[5])
-
-
-# Cofactors of a symmetric 3x3 given as its 6 planes (bb, bg, br, gg, gr, rr): for each entry
-# (row-major position in the full 3x3), c = m[i] * m[j] - m[k] * m[l].
-_COF = ((0, 3, 5, 4, 4), (1, 2, 4, 1, 5), (2, 1, 4, 2, 3), (4, 0, 5, 2, 2), (5, 2, 1, 0, 4))
-_COF_LAST = (8, 0, 3, 1, 1)
-
-
-def _solve_3x3(var: np.ndarray, cov: np.ndarray, coef: np.ndarray, s: dict | None = None) -> None:
-    """Per pixel A = inv(Sigma) cov, with Sigma the symmetric 3x3 colour covariance given as its
-    6 planes (bb, bg, br, gg, gr, rr); written into coef[0:3]. Closed form (cofactors), because
-    an np.linalg call per pixel costs 50x more on a 160x90 grid; every step writes into buffers
-    of ``s`` (reused: per-call overhead, fresh allocations and cache misses, not arithmetic, are
-    the cost on a grid this small). The adjugate is built as a full 3x3 (9 planes) so that the
-    product with cov is one broadcast multiply and two adds."""
-    h, w = cov.shape[1:]
-    s = s if s is not None else {}
-    if s.get("sv_shape") != (h, w):
-        s["sv_shape"] = (h, w)
-        s["sv_full"] = np.empty((9, h, w), np.float32)
-        s["sv_tmp"] = np.empty((3, h, w), np.float32)
-    full, tmp = s["sv_full"], s["sv_tmp"]
-    for pos, i, j, k, m in (*_COF, _COF_LAST):
-        np.multiply(var[i], var[j], out=full[pos])
-        np.multiply(var[k], var[m], out=tmp[0])
-        full[pos] -= tmp[0]
-    full[3], full[6], full[7] = full[1], full[2], full[5]  # symmetric
-    det = tmp[1]
-    np.multiply(var[:3], full[:3], out=tmp)
-    np.add(tmp[0], tmp[1], out=det)
-    det += tmp[2]
-    np.reciprocal(det, out=det)
-    f3 = full.reshape(3, 3, h, w)
-    f3 *= cov[None]
-    np.add(f3[:, 0], f3[:, 1], out=coef[0:3])
-    coef[0:3] += f3[:, 2]
-    coef[0:3] *= det
-
-
-def _gf_scratch(s: dict, h: int, w: int, r: int) -> tuple:
-    shape = (h + 2 * r, w)
-    if s.get("gf_shape") != shape:
-        s["gf_shape"] = shape
-        s["gf_stats"] = np.empty((13, *shape), np.float32)
-        s["gf_means"] = np.empty((13, *shape), np.float32)
-        s["gf_ab"] = np.empty((4, *shape), np.float32)
-        s["gf_out"] = np.empty((4, *shape), np.float32)
-        s["gf_tmp"] = np.empty((9, h, w), np.float32)
-    return s["gf_stats"], s["gf_ab"], s["gf_tmp"]
-
-
-def color_guided_coefficients(
-    guide: np.ndarray,
-    src: np.ndarray,
-    radius: int,
-    eps: float,
-    scratch: dict | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Colour guided filter (He et al., 3-channel guide): box-averaged (A, b), q = A . I + b.
-
-    ``guide`` planar (3, H, W) float32 in 0..1 (B, G, R), ``src`` (H, W) float32; returns A as
-    planes (3, H, W) and b (H, W) (views into ``scratch`` when given: reused between frames).
-    Why colour: a person's edge against the room is often a change of hue at similar brightness
-    (skin against a beige wall, a dark jacket against a dark sofa) that a grey guide cannot see;
-    measured on every shared set (docs/compositing.md). The 3x3 covariance is inverted in
-    closed form (symmetric cofactors); all arithmetic on stacked planes into reused buffers.
-    """
-    h, w = src.shape
-    r = radius
-    s = scratch if scratch is not None else {}
-    st, ab, tmp = _gf_scratch(s, h, w, r)
-    inner = st[:, r : r + h]
-    inner[:3] = guide
-    inner[3] = src
-    _sym_products(guide, inner[4:10])
-    np.multiply(guide, src, out=inner[10:13])
-    _pad_rows(st, r)
-    m = _box_planes(st, r, dst=s["gf_means"])
-    mean_i, mp = m[0:3], m[3]
-    # (co)variances: var[i,j] = E[IiIj] - E[Ii]E[Ij] (+ eps on the diagonal), cov = E[Ip] - E[I]E[p]
-    var, cov = tmp[0:6], tmp[6:9]
-    _sym_products(mean_i, var)
-    np.subtract(m[4:10], var, out=var)
-    var[0] += eps
-    var[3] += eps
-    var[5] += eps
-    np.multiply(mean_i, mp, out=cov)
-    np.subtract(m[10:13], cov, out=cov)
-    coef = ab[:, r : r + h]
-    _solve_3x3(var, cov, coef, s)
-    np.multiply(coef[0:3], mean_i, out=cov)
-    np.subtract(mp, np.sum(cov, axis=0, out=var[0]), out=coef[3])
-    _pad_rows(ab, r)
-    out = _box_planes(ab, r, dst=s["gf_out"])
-    return out[:3], out[3]
+def _gf_scratch(s: dict, h: int, w: int) -> tuple:
+    if s.get("gf_shape") != (h, w):
+        s["gf_shape"] = (h, w)
+        s["gf_stats"] = np.empty((h, w, 13), np.float32)
+        s["gf_means"] = np.empty((h, w, 13), np.float32)
+        s["gf_ab"] = np.empty((h, w, 4), np.float32)
+        s["gf_coef"] = np.empty((h, w, 4), np.float32)
+    return s["gf_stats"], s["gf_means"], s["gf_ab"], s["gf_coef"]
 
 
 def gf_radius(grid_w: int, model_w: int) -> int:
@@ -708,35 +591,41 @@ def _fit_radius(radius: int, h: int, w: int) -> int:
     return max(1, min(radius, (min(h, w) - 1) // 2))
 
 
-def _grid_refine(prob: np.ndarray, model_w: int, frame_p: np.ndarray, buf: dict) -> tuple:
+class Grid(NamedTuple):
+    """What the per-frame refinement knows on the mask grid (all views into reused buffers)."""
+
+    coef: np.ndarray  # (hs, ws, 4) float32: guided filter A (B, G, R) and b, box-averaged
+    person: np.ndarray  # uint8 0/1: filtered probability >= 0.5
+    band: np.ndarray  # uint8, nonzero: cells where the edge can be (per-pixel work there)
+    some_person: np.ndarray  # uint8 0/1: may hold person pixels (kept out of the background)
+
+
+def _grid_refine(prob: np.ndarray, model_w: int, frame_p: np.ndarray, buf: dict) -> Grid:
     """Colour guided filter of the grid probability with THIS frame, on the grid.
 
-    Returns the coefficients (A planes, b), the grid's person class (uint8 0/1), the band cells
-    (where the edge can be: per-pixel work happens only there; nonzero) and the cells that may
-    hold any person pixel (filtered value >= OUT_LOW: kept out of the background blur).
+    Returns the box-averaged coefficients, the grid's person class, the band cells (a class
+    change nearby, or a value a pixel's own colour can move across the output smoothstep) and
+    the cells that may hold any person pixel (filtered value >= OUT_LOW).
+    The elementwise algebra runs in compiled loops (``kernels``), the box means in OpenCV.
     """
     small = buf["small"]
     _guide_small(frame_p, buf["k"], small)
-    guide = buf["guide"]  # planar B, G, R in 0..1
-    np.multiply(small.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=guide)
     hs, ws = prob.shape
-    radius = _fit_radius(gf_radius(ws, model_w), hs, ws)
-    a, b = color_guided_coefficients(guide, prob, radius, GF_EPS, scratch=buf)
-    prod = buf["gf_tmp"][:3]
-    np.multiply(a, guide, out=prod)
-    q = np.sum(prod, axis=0, out=buf["gf_tmp"][3])
-    q += b
-    person = (q >= 0.5).view(np.uint8)
+    r = _fit_radius(gf_radius(ws, model_w), hs, ws)
+    st, means, ab, coef = _gf_scratch(buf, hs, ws)
+    kernels.gf_stats(small, np.ascontiguousarray(prob, np.float32), st)
+    kernels.gf_solve(_box_cells(st, r, means), ab, GF_EPS)
+    _box_cells(ab, r, coef)
+    person, unsure, some_person = buf["cls"]
+    kernels.grid_classes(coef, small, BAND_MARGIN, OUT_LOW, person, unsure, some_person)
     # Band: cells on either side of a class change (3x3 morphological gradient), and cells whose
-    # value is not clearly 0 or 1 (a pixel's own colour can move it across the smoothstep):
-    # |q - 0.5| < BAND_MARGIN.
+    # value is not clearly 0 or 1 (a pixel's own colour can move it across the smoothstep).
     kern = np.ones((3, 3), np.uint8)
     band = cv2.morphologyEx(person, cv2.MORPH_GRADIENT, kern)
-    band |= cv2.inRange(q, 0.5 - BAND_MARGIN, 0.5 + BAND_MARGIN)
+    band |= unsure
     if BAND_DILATE:
         band = cv2.dilate(band, kern)
-    some_person = (q >= OUT_LOW).view(np.uint8)
-    return a, b, person, band, some_person
+    return Grid(coef=coef, person=person, band=band, some_person=some_person)
 
 
 def _nearest_up(cells: np.ndarray, k: int, dst: np.ndarray) -> None:
@@ -754,56 +643,24 @@ def _nearest_up(cells: np.ndarray, k: int, dst: np.ndarray) -> None:
     dst.view(word).reshape(hs, k, ws)[:] = spread[:, None, :]
 
 
-def _runs(img: np.ndarray, k: int) -> np.ndarray:
-    """A contiguous image as a flat array of k-pixel row runs (one item = one cell's row)."""
-    run = np.dtype((np.void, k * img.itemsize * (img.size // (img.shape[0] * img.shape[1]))))
-    return img.reshape(-1).view(run)
-
-
 def _paint(
     frame_p: np.ndarray, out_p: np.ndarray, alpha_p: np.ndarray, grid: tuple, buf: dict
 ) -> None:
     """Full resolution: ``out_p`` holds the background; paste the person, blend the band.
 
     Outside the band every pixel takes its cell's class (255: the frame, 0: the background): no
-    float pass over the full frame. In the band the coefficients are bilinearly interpolated per
-    pixel (exactly as ``cv2.resize`` would, from the 3x3 cells around: one small ``cv2.gemm``),
-    applied to the pixel's own colour, and the pixel blended with the background (uint8, as
-    ``blend``). Band cells are gathered and scattered as their k row runs of k pixels (one
-    k-pixel item each, ``np.take`` / index assignment), ~3x faster than a 4-D fancy index.
+    float pass over the full frame. In the band (``kernels.paint_band``) the coefficients are
+    bilinearly interpolated per pixel, exactly as ``cv2.resize`` would, applied to the pixel's
+    own colour, and the pixel blended with the background, in one compiled loop over the band
+    cells only.
     """
-    a, b, person, band, _ = grid
+    person, band, coef = grid.person, grid.band, grid.coef
     k = buf["k"]
-    hs, ws = person.shape
-    _nearest_up(person * np.uint8(255), k, alpha_p)
-    cy, cx = np.nonzero(band)
-    n = cy.size
-    if n == 0:
-        cv2.copyTo(frame_p, alpha_p, out_p)
-        return
-    rows = ((cy * k)[:, None] + buf["dy"]) * ws + cx[:, None]  # (n, k): the cells' row runs
-    out_runs = _runs(out_p, k)
-    pix = np.take(_runs(frame_p, k), rows).view(np.uint8).reshape(n * k, k, 3)
-    bgv = np.take(out_runs, rows).view(np.uint8).reshape(n * k, k, 3)
-    cv2.copyTo(frame_p, alpha_p, out_p)  # the person's cells: the frame itself
-    # (4, n, 9): A and b of the 3x3 cells around each band cell (edge-padded grid), planar.
-    coef = buf["coef"]
-    for c, plane in enumerate((a[0], a[1], a[2], b)):
-        cv2.copyMakeBorder(plane, 1, 1, 1, 1, cv2.BORDER_REPLICATE, dst=coef[c])
-    nb = (cy * (ws + 2) + cx)[:, None] + buf["nb"][None, :]  # (n, 9)
-    c9 = np.take(coef.reshape(4, -1), nb, axis=1).reshape(4 * n, 9)  # [channel * cell, neighbour]
-    # Bilinear weights of the 3x3 neighbours for each of the k*k pixels: one small matrix
-    # product (cv2.gemm runs through OpenCV's bundled OpenBLAS: one thread, common/threads.py).
-    per_px = cv2.gemm(c9, buf["weights_t"], 1.0, None, 0.0).reshape(4, n, k * k)
-    q = per_px[3] * np.float32(255.0)
-    for c, plane in enumerate(cv2.split(pix)):
-        q += per_px[c] * plane.reshape(n, k * k)
-    t = cv2.multiply(cv2.subtract(q, OUT_LOW * 255.0), 1.0 / ((OUT_HIGH - OUT_LOW) * 255.0))
-    np.clip(t, 0.0, 1.0, out=t)
-    a8 = ((3.0 - 2.0 * t) * t * t * 255.0 + 0.5).astype(np.uint8).reshape(n * k, k)
-    mixed = blend(pix, bgv, a8)
-    out_runs[rows] = _runs(mixed, k).reshape(n, k)
-    _runs(alpha_p, k)[rows] = _runs(a8, k).reshape(n, k)
+    sure = buf["sure"]
+    np.greater(person, band, out=sure)  # person cells outside the band: the frame itself
+    _nearest_up(sure.view(np.uint8) * np.uint8(255), k, alpha_p)
+    cv2.copyTo(frame_p, alpha_p, out_p)
+    kernels.paint_band(frame_p, out_p, alpha_p, coef, band, k, OUT_LOW, OUT_HIGH)
 
 
 def _background_into(
@@ -816,7 +673,10 @@ def _background_into(
     """The hiding background at dst's size: replacement, or halo-free blur at low resolution.
 
     ``some_person``: grid cells (uint8, nonzero) that may hold person pixels; they and their 8
-    neighbours (a cell is k frame px wide, the edge can sit anywhere in it) get weight 0.
+    neighbours (a cell is k frame px wide, the edge can sit anywhere in it) get weight 0. The
+    blur runs f = ``blur_factor`` times below the grid, on ceil(grid / f) cells (the last ones
+    partial); upsampling those to the frame shifts the blurred picture by under half a cell at
+    the far edges, which nothing can see in a blur that wide (and no person pixel is in it).
     """
     H, W = dst.shape[:2]  # noqa: N806
     hs, ws = small.shape[:2]
@@ -828,10 +688,14 @@ def _background_into(
         np.copyto(dst, frame_p)  # --blur 0: nothing to hide the background with; keep it sharp
     else:
         f = blur_factor(sigma)
-        bh, bw = max(1, round(hs / f)), max(1, round(ws / f))
+        bh, bw = -(-hs // f), -(-ws // f)
         kern = np.ones((3, 3), np.uint8)
-        wgt8 = cv2.compare(cv2.dilate(some_person, kern), 0, cv2.CMP_EQ)  # 255: background
-        bg_small = _background_blur(small, wgt8, sigma * bw / ws, (bw, bh))
+        keep = cv2.compare(cv2.dilate(some_person, kern), 0, cv2.CMP_EQ)  # 255: background
+        stack, image = np.empty((bh, bw, 4), np.float32), np.empty((bh, bw, 3), np.float32)
+        kernels.premultiplied_down(small, keep, f, stack, image)
+        blurred = cv2.GaussianBlur(stack, (0, 0), sigma / f)
+        bg_small = np.empty((bh, bw, 3), np.uint8)
+        kernels.normalise(blurred, image, 1e-3, bg_small)
         cv2.resize(bg_small, (W, H), dst=dst, interpolation=cv2.INTER_LINEAR)
     return dst
 
@@ -885,7 +749,7 @@ def render(
     out_p = buf["out_p"] if padded else buf["out"]
     alpha_p = buf["alpha_p"] if padded else buf["alpha8"]
     grid = _grid_refine(prob, m.grid_width, frame_p, buf)
-    _background_into(state, frame_p, grid[4], buf["small"], out_p)
+    _background_into(state, frame_p, grid.some_person, buf["small"], out_p)
     _paint(frame_p, out_p, alpha_p, grid, buf)
     if padded:
         np.copyto(buf["out"], out_p[:h, :w])

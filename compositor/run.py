@@ -86,8 +86,14 @@ def build(config: CompositorConfig, rt: Runtime) -> Core:
     return Core(dispatcher, picture, stats, rt.log, privacy=config.privacy)
 
 
+def prepare() -> None:
+    """Start-up work that needs no settings: a warm spare (launch.py) does it before it waits."""
+    compose.warm_up()
+
+
 def run(config: CompositorConfig, rt: Runtime) -> int:
     core = build(config, rt)
+    prepare()  # the compiled kernels loaded before the first frame arrives, not on it
     links = open_links(config, rt.ctx)
     rt.log.info(
         "compositor: frames from %s, workers at %s, display at %s%s%s",

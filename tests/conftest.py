@@ -55,6 +55,17 @@ def free_port_base(n: int = 4) -> int:
     raise RuntimeError("no free ports")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels() -> None:
+    """Compile the compositor's kernels once, in this process, before any test: on a fresh
+    checkout that takes seconds and writes numba's cache, which every compositor process the
+    tests start then only loads (otherwise the first of them would spend its deadline compiling).
+    """
+    from compositor import compose
+
+    compose.warm_up()
+
+
 @pytest.fixture
 def port_base() -> int:
     return free_port_base()

@@ -393,10 +393,11 @@ def test_band_refinement_equals_the_dense_guided_upsampling(size):
     buf = state.buffers[(h, w)]
     hp, wp = buf["out_p"].shape[:2]
     fp = compose._padded(frame, hp, wp)
-    a, b, *_ = compose._grid_refine(state.mask.alpha, compose.MODEL_GRID_WIDTH, fp, buf)
-    q = cv2.resize(b, (wp, hp))
+    coef = compose._grid_refine(state.mask.alpha, compose.MODEL_GRID_WIDTH, fp, buf).coef
+    dense_coef = cv2.resize(coef, (wp, hp))  # (hp, wp, 4): A (B, G, R) and b per pixel
+    q = dense_coef[..., 3].copy()
     for c in range(3):
-        q += cv2.resize(a[c], (wp, hp)) * (fp[..., c].astype(np.float32) / 255)
+        q += dense_coef[..., c] * (fp[..., c].astype(np.float32) / 255)
     t = np.clip((q - compose.OUT_LOW) / (compose.OUT_HIGH - compose.OUT_LOW), 0, 1)
     dense = np.rint(t * t * (3 - 2 * t) * 255)[:h, :w]
     assert np.mean(np.abs(dense - alpha) > 2) < 1e-3
@@ -405,26 +406,27 @@ def test_band_refinement_equals_the_dense_guided_upsampling(size):
 
 @pytest.mark.parametrize("k", [2, 3, 4, 8])
 def test_cell_helpers_match_their_dense_equivalents(k):
-    """The word-broadcast nearest upsampling equals cv2.resize(INTER_NEAREST); a cell's row runs
-    gathered with ``_runs`` are its k x k block; the 3x3 solve equals np.linalg.solve."""
-    from compositor import compose
+    """The word-broadcast nearest upsampling equals cv2.resize(INTER_NEAREST); the compiled
+    closed-form solve of the guided filter equals np.linalg.solve on the same statistics."""
+    from compositor import compose, kernels
 
     rng = np.random.default_rng(k)
     cells = (rng.random((9, 16)) > 0.5).astype(np.uint8) * 255
     up = np.empty((9 * k, 16 * k), np.uint8)
     compose._nearest_up(cells, k, up)
     assert np.array_equal(up, cv2.resize(cells, (16 * k, 9 * k), interpolation=cv2.INTER_NEAREST))
-    img = rng.integers(0, 256, (9 * k, 16 * k, 3), dtype=np.uint8)
-    cy, cx = np.array([0, 4, 8]), np.array([15, 3, 0])
-    rows = ((cy * k)[:, None] + np.arange(k)[None, :]) * 16 + cx[:, None]
-    got = np.take(compose._runs(img, k), rows).view(np.uint8).reshape(3, k, k, 3)
-    for i, (y, x) in enumerate(zip(cy, cx, strict=True)):
-        assert np.array_equal(got[i], img[y * k : (y + 1) * k, x * k : (x + 1) * k])
-    m = rng.random((3, 3, 5)).astype(np.float32)
-    sigma = np.einsum("ijn,kjn->ikn", m, m) + np.eye(3, dtype=np.float32)[..., None]
-    var = sigma[[0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]][:, None, :]  # (6, 1, 5)
-    cov = rng.random((3, 1, 5)).astype(np.float32)
-    coef = np.empty((4, 1, 5), np.float32)
-    compose._solve_3x3(var, cov, coef)
-    want = np.linalg.solve(sigma.transpose(2, 0, 1), cov[:, 0].T[..., None])[..., 0].T
-    assert np.allclose(coef[:3, 0], want, rtol=1e-3, atol=1e-4)
+    # Statistics of 5 cells: means of I (3) and p, E[I_u I_v] (6), E[I_u p] (3).
+    mean_i = rng.random((5, 3)).astype(np.float32)
+    mp = rng.random(5).astype(np.float32)
+    mix = rng.random((5, 3, 3)).astype(np.float32) * 0.3
+    sigma = np.einsum("nij,nkj->nik", mix, mix)  # a covariance (symmetric, >= 0)
+    cov = (rng.random((5, 3)).astype(np.float32) - 0.5) * 0.1
+    e_ii = sigma + np.einsum("ni,nj->nij", mean_i, mean_i)
+    upper = e_ii[:, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]
+    m = np.concatenate([mean_i, mp[:, None], upper, cov + mean_i * mp[:, None]], axis=1)
+    ab = np.empty((1, 5, 4), np.float32)
+    eps = 1e-3
+    kernels.gf_solve(m[None].astype(np.float32), ab, eps)
+    want = np.linalg.solve(sigma + eps * np.eye(3), cov[..., None])[..., 0]
+    assert np.allclose(ab[0, :, :3], want, rtol=1e-3, atol=1e-3)
+    assert np.allclose(ab[0, :, 3], mp - np.sum(want * mean_i, axis=1), atol=1e-3)

@@ -1,0 +1,272 @@
+"""Compiled per-pixel kernels of the compositor (numba), each a fused loop over a small grid or
+over the edge band only.
+
+Why compiled: the refinement's arithmetic is ~60 elementwise steps on a 160x90 grid plus a
+gather / blend / scatter of the band pixels. In numpy every step is a separate call with its own
+temporary and a pass over memory; on arrays this small the calls, not the arithmetic, are the
+cost (2.9 ms per 640x360 frame at one thread, budget 1.5 ms). One compiled loop per step group
+does the same arithmetic in a single pass (docs/compositing.md has the numbers). Box filters,
+resizes and morphology stay in OpenCV, which is already one vectorised pass each.
+
+Compiled on first use and cached on disk (``cache=True``), so a stage pays the compile once per
+install (~3-4 s), later starts only load the machine code (~0.5 s, done before the compositor
+takes frames: ``compose.warm_up``). The cache goes beside this file; where this folder is not
+writable (an installed copy, another account), into a private folder of this account
+(``_private_cache_dir``): numba's cache is machine code that gets run, so it must never live
+where another account could write it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+
+def _private_cache_dir() -> None:
+    """Point numba's cache at a folder only this account can write, unless the folder beside
+    this file is writable (numba's own first choice) or the user set ``NUMBA_CACHE_DIR``.
+
+    Why here: numba reads the setting when it is imported, and without any writable place it
+    refuses to define a cached function at all (a crash at start-up as, e.g., user nobody)."""
+    here = Path(__file__).resolve().parent
+    if "NUMBA_CACHE_DIR" in os.environ or os.access(here, os.W_OK):
+        return
+    path = Path(tempfile.gettempdir()) / f"privacycam-numba-{os.getuid()}"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = path.lstat()
+        private = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+        if not private or info.st_mode & 0o077:
+            path = Path(tempfile.mkdtemp(prefix="privacycam-numba-"))  # someone else's: a fresh one
+    except OSError:
+        path = Path(tempfile.mkdtemp(prefix="privacycam-numba-"))
+    os.environ["NUMBA_CACHE_DIR"] = str(path)
+
+
+_private_cache_dir()
+
+import numba  # noqa: E402  (after the cache folder is chosen)
+import numpy as np  # noqa: E402
+
+_JIT = {"cache": True, "nogil": True, "fastmath": True, "error_model": "numpy"}
+
+
+@numba.njit(**_JIT)
+def gf_stats(small: np.ndarray, prob: np.ndarray, st: np.ndarray) -> None:
+    """The 13 values per cell the colour guided filter box-averages, interleaved in ``st``
+    (h, w, 13): I (B, G, R in 0..1), p, the 6 products I_u I_v, the 3 products I_u p.
+
+    Interleaved, not 13 planes: a plane of the 160x90 grid with its padding is a multiple of
+    4 KiB, so 13 planes written in one loop all fall into the same L1 cache sets and evict each
+    other (measured 0.7 ms for this loop planar, ~20x its interleaved time)."""
+    h, w = prob.shape
+    s = np.float32(1.0 / 255.0)
+    for y in range(h):
+        for x in range(w):
+            b = np.float32(small[y, x, 0]) * s
+            g = np.float32(small[y, x, 1]) * s
+            r = np.float32(small[y, x, 2]) * s
+            p = prob[y, x]
+            st[y, x, 0] = b
+            st[y, x, 1] = g
+            st[y, x, 2] = r
+            st[y, x, 3] = p
+            st[y, x, 4] = b * b
+            st[y, x, 5] = b * g
+            st[y, x, 6] = b * r
+            st[y, x, 7] = g * g
+            st[y, x, 8] = g * r
+            st[y, x, 9] = r * r
+            st[y, x, 10] = b * p
+            st[y, x, 11] = g * p
+            st[y, x, 12] = r * p
+
+
+@numba.njit(**_JIT)
+def gf_solve(m: np.ndarray, ab: np.ndarray, eps: float) -> None:
+    """Per cell, from the box means ``m`` (h, w, 13): A = (Sigma + eps I)^-1 cov(I, p) and
+    b = mean(p) - A . mean(I), written into ``ab`` (h, w, 4) as (A_b, A_g, A_r, b).
+
+    Sigma is symmetric, so its inverse is its adjugate (6 distinct cofactors) over the
+    determinant: a closed form per cell instead of a linear solver call."""
+    h, w, _ = m.shape
+    eps = np.float32(eps)
+    one = np.float32(1.0)
+    for y in range(h):
+        for x in range(w):
+            mb, mg, mr, mp = m[y, x, 0], m[y, x, 1], m[y, x, 2], m[y, x, 3]
+            vbb = m[y, x, 4] - mb * mb + eps
+            vbg = m[y, x, 5] - mb * mg
+            vbr = m[y, x, 6] - mb * mr
+            vgg = m[y, x, 7] - mg * mg + eps
+            vgr = m[y, x, 8] - mg * mr
+            vrr = m[y, x, 9] - mr * mr + eps
+            cb = m[y, x, 10] - mb * mp
+            cg = m[y, x, 11] - mg * mp
+            cr = m[y, x, 12] - mr * mp
+            c00 = vgg * vrr - vgr * vgr
+            c01 = vbr * vgr - vbg * vrr
+            c02 = vbg * vgr - vbr * vgg
+            c11 = vbb * vrr - vbr * vbr
+            c12 = vbr * vbg - vbb * vgr
+            c22 = vbb * vgg - vbg * vbg
+            inv = one / (vbb * c00 + vbg * c01 + vbr * c02)
+            a0 = (c00 * cb + c01 * cg + c02 * cr) * inv
+            a1 = (c01 * cb + c11 * cg + c12 * cr) * inv
+            a2 = (c02 * cb + c12 * cg + c22 * cr) * inv
+            ab[y, x, 0] = a0
+            ab[y, x, 1] = a1
+            ab[y, x, 2] = a2
+            ab[y, x, 3] = mp - a0 * mb - a1 * mg - a2 * mr
+
+
+@numba.njit(**_JIT)
+def grid_classes(
+    coef: np.ndarray,
+    small: np.ndarray,
+    margin: float,
+    low: float,
+    person: np.ndarray,
+    unsure: np.ndarray,
+    some_person: np.ndarray,
+) -> None:
+    """The filtered probability q = A . I + b on the grid, classified: ``person`` (q >= 0.5, 0/1),
+    ``unsure`` (|q - 0.5| < margin, 0/1: a pixel's own colour can move it across the output
+    smoothstep) and ``some_person`` (q >= low, 0/1: may hold person pixels)."""
+    h, w, _ = coef.shape
+    s = 1.0 / 255.0
+    for y in range(h):
+        for x in range(w):
+            q = coef[y, x, 3]
+            for c in range(3):
+                q += coef[y, x, c] * (small[y, x, c] * s)
+            person[y, x] = 1 if q >= 0.5 else 0
+            unsure[y, x] = 1 if abs(q - 0.5) < margin else 0
+            some_person[y, x] = 1 if q >= low else 0
+
+
+@numba.njit(**_JIT)
+def _cell_offsets(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """For pixel d of a k-pixel cell: which neighbour cell (-1 or 0) starts its bilinear pair and
+    the fraction towards the next one. Pixel d sits at (d + 0.5) / k - 0.5 cells from its cell's
+    centre: the sample positions of ``cv2.resize(INTER_LINEAR)`` for an integer factor k."""
+    off = np.empty(k, np.int64)
+    frac = np.empty(k, np.float64)
+    for d in range(k):
+        u = (d + 0.5) / k - 0.5
+        if u < 0:
+            off[d], frac[d] = -1, 1.0 + u
+        else:
+            off[d], frac[d] = 0, u
+    return off, frac
+
+
+@numba.njit(**_JIT)
+def paint_band(
+    frame: np.ndarray,
+    out: np.ndarray,
+    alpha: np.ndarray,
+    coef: np.ndarray,
+    band: np.ndarray,
+    k: int,
+    low: float,
+    high: float,
+) -> int:
+    """Per pixel of every band cell (``band`` nonzero; a cell is k x k pixels): the coefficients
+    interpolated bilinearly from the grid (exactly ``cv2.resize(INTER_LINEAR)``, edge cells
+    repeated), applied to the pixel's own colour, the smoothstep between ``low`` and ``high``
+    as alpha, and the pixel blended over the background already in ``out`` (rounded as
+    round(v / 255), with shifts: a division per channel would cost more than the rest).
+    Returns the number of band cells."""
+    hs, ws, nc = coef.shape
+    lo = low * 255.0
+    scale = 1.0 / ((high - low) * 255.0)
+    off, frac = _cell_offsets(k)
+    col = np.empty((3, 4))  # the three neighbour columns' A and b, interpolated to a pixel row
+    n = 0
+    for cy in range(hs):
+        for cx in range(ws):
+            if band[cy, cx] == 0:
+                continue
+            n += 1
+            for dy in range(k):
+                y = cy * k + dy
+                y0 = min(max(cy + off[dy], 0), hs - 1)
+                y1 = min(max(cy + off[dy] + 1, 0), hs - 1)
+                fy = frac[dy]
+                for j in range(3):
+                    xx = min(max(cx - 1 + j, 0), ws - 1)
+                    for c in range(4):
+                        top = coef[y0, xx, c]
+                        col[j, c] = top + (coef[y1, xx, c] - top) * fy
+                for dx in range(k):
+                    x = cx * k + dx
+                    j0 = 1 + off[dx]
+                    fx = frac[dx]
+                    p0, p1, p2 = float(frame[y, x, 0]), float(frame[y, x, 1]), float(frame[y, x, 2])
+                    q = (col[j0, 3] + (col[j0 + 1, 3] - col[j0, 3]) * fx) * 255.0
+                    q += (col[j0, 0] + (col[j0 + 1, 0] - col[j0, 0]) * fx) * p0
+                    q += (col[j0, 1] + (col[j0 + 1, 1] - col[j0, 1]) * fx) * p1
+                    q += (col[j0, 2] + (col[j0 + 1, 2] - col[j0, 2]) * fx) * p2
+                    t = min(max((q - lo) * scale, 0.0), 1.0)
+                    a = int((3.0 - 2.0 * t) * t * t * 255.0 + 0.5)
+                    alpha[y, x] = a
+                    for c in range(3):
+                        v = int(frame[y, x, c]) * a + int(out[y, x, c]) * (255 - a) + 128
+                        out[y, x, c] = (v + (v >> 8)) >> 8
+    return n
+
+
+@numba.njit(**_JIT)
+def premultiplied_down(
+    small: np.ndarray, keep: np.ndarray, f: int, stack: np.ndarray, image: np.ndarray
+) -> None:
+    """Box-average the grid image down by the integer factor ``f`` twice: premultiplied by the
+    background weight ``keep`` (uint8, nonzero: background) into ``stack`` (bh, bw, 4) = (sum of
+    kept colours, kept share), and plainly into ``image`` (bh, bw, 3), the fallback where no
+    background is near. A cell at the right/bottom edge averages the grid cells it has.
+
+    Why together: a low-resolution cell that is part person must carry only its background
+    pixels' colour, or the person's colour comes back as a halo around them."""
+    h, w = keep.shape
+    bh, bw = stack.shape[:2]
+    for by in range(bh):
+        for bx in range(bw):
+            s0 = s1 = s2 = sw = 0.0
+            i0 = i1 = i2 = 0.0
+            n = 0
+            for y in range(by * f, min((by + 1) * f, h)):
+                for x in range(bx * f, min((bx + 1) * f, w)):
+                    b, g, r = float(small[y, x, 0]), float(small[y, x, 1]), float(small[y, x, 2])
+                    i0 += b
+                    i1 += g
+                    i2 += r
+                    n += 1
+                    if keep[y, x] != 0:
+                        s0 += b
+                        s1 += g
+                        s2 += r
+                        sw += 1.0
+            inv = 1.0 / n
+            stack[by, bx, 0] = s0 * inv
+            stack[by, bx, 1] = s1 * inv
+            stack[by, bx, 2] = s2 * inv
+            stack[by, bx, 3] = sw * inv
+            image[by, bx, 0] = i0 * inv
+            image[by, bx, 1] = i1 * inv
+            image[by, bx, 2] = i2 * inv
+
+
+@numba.njit(**_JIT)
+def normalise(blurred: np.ndarray, image: np.ndarray, tiny: float, out: np.ndarray) -> None:
+    """out = (blur(I w) + tiny I) / (blur(w) + tiny), rounded to uint8: the halo-free blur, and
+    where no background weight is near, the plain image (no division by zero)."""
+    h, w = out.shape[:2]
+    for y in range(h):
+        for x in range(w):
+            inv = 1.0 / (blurred[y, x, 3] + tiny)
+            for c in range(3):
+                v = (blurred[y, x, c] + tiny * image[y, x, c]) * inv
+                out[y, x, c] = min(max(int(v + 0.5), 0), 255)
