@@ -12,7 +12,7 @@ Compiled on first use and cached on disk (``cache=True``), so a stage pays the c
 install (~3-4 s), later starts only load the machine code (~0.5 s, done before the compositor
 takes frames: ``compose.warm_up``). The cache goes beside this file; where this folder is not
 writable (an installed copy, another account), into a private folder of this account
-(``_private_cache_dir``): numba's cache is machine code that gets run, so it must never live
+(``private_cache_dir``): numba's cache is machine code that gets run, so it must never live
 where another account could write it.
 """
 
@@ -24,28 +24,36 @@ import tempfile
 from pathlib import Path
 
 
-def _private_cache_dir() -> None:
-    """Point numba's cache at a folder only this account can write, unless the folder beside
-    this file is writable (numba's own first choice) or the user set ``NUMBA_CACHE_DIR``.
+def private_cache_dir(tmp: Path, uid: int) -> Path:
+    """A folder under ``tmp`` that only ``uid`` can write: ``privacycam-numba-<uid>`` when it is
+    a real folder of ours that was never open to others (mode 0700), else a fresh one.
+
+    Why so strict: numba's cache is machine code this process will run; anyone who could write
+    the folder (or swap it for a symlink) could run code as the user."""
+    path = tmp / f"privacycam-numba-{uid}"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = path.lstat()
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o077:
+            return path
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="privacycam-numba-", dir=tmp))  # fresh, 0700
+
+
+def _choose_cache_dir() -> None:
+    """Point numba's cache at a private folder, unless the folder beside this file is writable
+    (numba's own first choice) or the user set ``NUMBA_CACHE_DIR``.
 
     Why here: numba reads the setting when it is imported, and without any writable place it
     refuses to define a cached function at all (a crash at start-up as, e.g., user nobody)."""
     here = Path(__file__).resolve().parent
     if "NUMBA_CACHE_DIR" in os.environ or os.access(here, os.W_OK):
         return
-    path = Path(tempfile.gettempdir()) / f"privacycam-numba-{os.getuid()}"
-    try:
-        path.mkdir(mode=0o700, exist_ok=True)
-        info = path.lstat()
-        private = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
-        if not private or info.st_mode & 0o077:
-            path = Path(tempfile.mkdtemp(prefix="privacycam-numba-"))  # someone else's: a fresh one
-    except OSError:
-        path = Path(tempfile.mkdtemp(prefix="privacycam-numba-"))
-    os.environ["NUMBA_CACHE_DIR"] = str(path)
+    os.environ["NUMBA_CACHE_DIR"] = str(private_cache_dir(Path(tempfile.gettempdir()), os.getuid()))
 
 
-_private_cache_dir()
+_choose_cache_dir()
 
 import numba  # noqa: E402  (after the cache folder is chosen)
 import numpy as np  # noqa: E402

@@ -430,3 +430,41 @@ def test_cell_helpers_match_their_dense_equivalents(k):
     want = np.linalg.solve(sigma + eps * np.eye(3), cov[..., None])[..., 0]
     assert np.allclose(ab[0, :, :3], want, rtol=1e-3, atol=1e-3)
     assert np.allclose(ab[0, :, 3], mp - np.sum(want * mean_i, axis=1), atol=1e-3)
+
+
+def test_numba_cache_folder_is_private(tmp_path):
+    """numba's cache is machine code the compositor runs: where the code's own folder is not
+    writable it goes to a folder only this account can write, never one that another account
+    made, opened to others, or swapped for a symlink."""
+    import os
+    import stat
+
+    from compositor.kernels import private_cache_dir
+
+    uid = os.getuid()
+    mine = private_cache_dir(tmp_path, uid)
+    assert mine == tmp_path / f"privacycam-numba-{uid}"
+    assert stat.S_IMODE(mine.stat().st_mode) & 0o077 == 0
+    assert private_cache_dir(tmp_path, uid) == mine  # kept: the cache survives restarts
+
+    for planted in ("open", "symlink", "file"):
+        base = tmp_path / planted
+        base.mkdir()
+        trap = base / f"privacycam-numba-{uid}"
+        if planted == "open":
+            trap.mkdir()
+            trap.chmod(0o777)
+        elif planted == "symlink":
+            (base / "elsewhere").mkdir(mode=0o700)
+            trap.symlink_to(base / "elsewhere")
+        else:
+            trap.write_text("not a folder")
+        got = private_cache_dir(base, uid)
+        assert got != trap and got.parent == base, planted
+        info = got.lstat()
+        assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077 == 0, planted
+    # another account's folder (as root: any other uid): not ours, so a fresh one
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / f"privacycam-numba-{uid + 1}").mkdir(mode=0o700)
+    assert private_cache_dir(other, uid + 1) != other / f"privacycam-numba-{uid + 1}"
