@@ -293,43 +293,16 @@ def _weighted_blur(image: np.ndarray, wgt: np.ndarray, sigma: float) -> np.ndarr
     stack = np.empty((h, w, 4), np.float32)
     np.multiply(image, wgt[..., None], out=stack[..., :3])
     stack[..., 3] = wgt
-    return _normalised_blur(stack, image, sigma)
+    return _normalised_blur(stack, image.astype(np.float32), sigma)
 
 
 def _normalised_blur(stack: np.ndarray, image: np.ndarray, sigma: float) -> np.ndarray:
-    """float32 (H, W, 4) = (I*w, w): blur it, divide; where no weight is near, ``image``."""
+    """float32 (H, W, 4) = (I*w, w) and the plain image (float32): blur the stack, divide
+    (``kernels.normalise``); where no weight is near, ``image``. uint8 (H, W, 3)."""
     blurred = cv2.GaussianBlur(stack, (0, 0), sigma)
-    num = blurred[..., :3]
-    num += image * np.float32(1e-3)
-    den = blurred[..., 3:]
-    den += np.float32(1e-3)
-    num /= den
-    return cv2.convertScaleAbs(num)  # >= 0; rounds and saturates
-
-
-def _background_blur(
-    image: np.ndarray, background: np.ndarray, sigma: float, size: tuple[int, int]
-) -> np.ndarray:
-    """The halo-free blur of the grid image where ``background`` (uint8 0/255) is set, done at
-    ``size`` (w, h) (``sigma`` in its pixels).
-
-    The background's pixels and their weight are box-averaged down *together* (premultiplied:
-    the person's pixels are zeroed before the average), never the image and the weights apart:
-    a low-resolution cell that is part person must carry only its background pixels' colour, or
-    the person's colour comes back as a halo around them (measured on a red person, redness in
-    the ring around it: 3.5 at --blur 3 and 5.8 at --blur 6 with the image downscaled on its own,
-    0.02 and 0.1 premultiplied; the tutorial's blur: > 10). In uint8: the weights are 0 or 1
-    on the grid, so the premultiplied image is the masked image; the rounding of the averages
-    (half a level) is averaged away by the blur.
-    """
-    h, w = background.shape
-    stack8 = np.dstack((cv2.bitwise_and(image, image, mask=background), background))
-    if size != (w, h):
-        stack8 = cv2.resize(stack8, size, interpolation=cv2.INTER_AREA)
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    stack = stack8.astype(np.float32)
-    stack[..., 3] *= np.float32(1.0 / 255.0)
-    return _normalised_blur(stack, image, sigma)
+    out = np.empty(image.shape, np.uint8)
+    kernels.normalise(blurred, image, 1e-3, out)
+    return out
 
 
 def blur_factor(sigma: float) -> int:
@@ -644,7 +617,7 @@ def _nearest_up(cells: np.ndarray, k: int, dst: np.ndarray) -> None:
 
 
 def _paint(
-    frame_p: np.ndarray, out_p: np.ndarray, alpha_p: np.ndarray, grid: tuple, buf: dict
+    frame_p: np.ndarray, out_p: np.ndarray, alpha_p: np.ndarray, grid: Grid, buf: dict
 ) -> None:
     """Full resolution: ``out_p`` holds the background; paste the person, blend the band.
 
@@ -693,9 +666,7 @@ def _background_into(
         keep = cv2.compare(cv2.dilate(some_person, kern), 0, cv2.CMP_EQ)  # 255: background
         stack, image = np.empty((bh, bw, 4), np.float32), np.empty((bh, bw, 3), np.float32)
         kernels.premultiplied_down(small, keep, f, stack, image)
-        blurred = cv2.GaussianBlur(stack, (0, 0), sigma / f)
-        bg_small = np.empty((bh, bw, 3), np.uint8)
-        kernels.normalise(blurred, image, 1e-3, bg_small)
+        bg_small = _normalised_blur(stack, image, sigma / f)
         cv2.resize(bg_small, (W, H), dst=dst, interpolation=cv2.INTER_LINEAR)
     return dst
 

@@ -181,24 +181,21 @@ def paint_band(
     k: int,
     low: float,
     high: float,
-) -> int:
+) -> None:
     """Per pixel of every band cell (``band`` nonzero; a cell is k x k pixels): the coefficients
     interpolated bilinearly from the grid (exactly ``cv2.resize(INTER_LINEAR)``, edge cells
     repeated), applied to the pixel's own colour, the smoothstep between ``low`` and ``high``
     as alpha, and the pixel blended over the background already in ``out`` (rounded as
-    round(v / 255), with shifts: a division per channel would cost more than the rest).
-    Returns the number of band cells."""
-    hs, ws, nc = coef.shape
+    round(v / 255), with shifts: a division per channel would cost more than the rest)."""
+    hs, ws, _ = coef.shape
     lo = low * 255.0
     scale = 1.0 / ((high - low) * 255.0)
     off, frac = _cell_offsets(k)
     col = np.empty((3, 4))  # the three neighbour columns' A and b, interpolated to a pixel row
-    n = 0
     for cy in range(hs):
         for cx in range(ws):
             if band[cy, cx] == 0:
                 continue
-            n += 1
             for dy in range(k):
                 y = cy * k + dy
                 y0 = min(max(cy + off[dy], 0), hs - 1)
@@ -224,7 +221,6 @@ def paint_band(
                     for c in range(3):
                         v = int(frame[y, x, c]) * a + int(out[y, x, c]) * (255 - a) + 128
                         out[y, x, c] = (v + (v >> 8)) >> 8
-    return n
 
 
 @numba.njit(**_JIT)
