@@ -274,3 +274,153 @@ def normalise(blurred: np.ndarray, image: np.ndarray, tiny: float, out: np.ndarr
             for c in range(3):
                 v = (blurred[y, x, c] + tiny * image[y, x, c]) * inv
                 out[y, x, c] = min(max(int(v + 0.5), 0), 255)
+
+
+# --------------------------------------------------------------------------- motion compensation
+# compositor/motion.py's change rule at flow resolution (160x90) and the alpha's warp. In
+# numpy/OpenCV they were ~25 calls with a temporary each (the map minus the identity, magnitudes,
+# comparisons, a 320x180 map resize and scaling, a nearest resize and boolean indexing of the
+# hidden pixels). Fused: ~7 % of the compensation's cost per frame (bench/motion_lab.py --cost,
+# docs/motion.md). The map itself still advances by cv2.remap: a compiled bilinear gather was
+# slower than OpenCV's vectorised one. Bilinear sampling here is exact (cv2.remap quantises the
+# weights to 1/32 px); every index is clamped after the conversion, so any coordinate, even a
+# NaN, reads an edge pixel (BORDER_REPLICATE), never outside the array.
+
+
+@numba.njit(**_JIT)
+def _clamped(v: float, n: int) -> tuple[int, int, float]:
+    """Bilinear pair and fraction for coordinate ``v`` on an axis of ``n`` pixels, edges
+    repeated."""
+    f = np.floor(v)
+    i = int(f)
+    return min(max(i, 0), n - 1), min(max(i + 1, 0), n - 1), v - f
+
+
+@numba.njit(**_JIT)
+def sample_mask_frame(
+    ref: np.ndarray,
+    st: np.ndarray,
+    cur: np.ndarray,
+    thr: float,
+    path: bool,
+    unexplained: float,
+    small_alpha: np.ndarray,
+    res: np.ndarray,
+    motion: np.ndarray,
+) -> int:
+    """The mask frame (``ref``: blurred grey, alpha) seen through the map: the warped alpha, the
+    residual against this frame ``cur`` and the motion per pixel (net displacement
+    |map(x) - x|, or with ``path`` the larger of it and the path length; ``unexplained`` where
+    the occlusion check failed). Returns the number of residuals above ``thr``."""
+    h, w = res.shape
+    bad = 0
+    for y in range(h):
+        for x in range(w):
+            mx = st[y, x, 0]
+            my = st[y, x, 1]
+            x0, x1, ax = _clamped(mx, w)
+            y0, y1, ay = _clamped(my, h)
+            w00 = (1.0 - ax) * (1.0 - ay)
+            w01 = ax * (1.0 - ay)
+            w10 = (1.0 - ax) * ay
+            w11 = ax * ay
+            g = ref[y0, x0, 0] * w00 + ref[y0, x1, 0] * w01 + ref[y1, x0, 0] * w10
+            g += ref[y1, x1, 0] * w11
+            a = ref[y0, x0, 1] * w00 + ref[y0, x1, 1] * w01 + ref[y1, x0, 1] * w10
+            a += ref[y1, x1, 1] * w11
+            r = abs(cur[y, x] - g)
+            res[y, x] = r
+            small_alpha[y, x] = a
+            if r > thr:
+                bad += 1
+            dx = mx - x
+            dy = my - y
+            m = np.sqrt(dx * dx + dy * dy)
+            acc = st[y, x, 2]
+            if path:
+                m = max(m, acc)
+            elif acc >= unexplained:
+                m = unexplained
+            motion[y, x] = m
+    return bad
+
+
+@numba.njit(**_JIT)
+def hide_candidates(
+    res: np.ndarray,
+    thr: float,
+    small_alpha: np.ndarray,
+    min_alpha: float,
+    band: bool,
+    dist: np.ndarray,
+    reach: np.ndarray,
+    margin: float,
+    calm_thr: float,
+    out: np.ndarray,
+    calm: np.ndarray,
+) -> int:
+    """The change rule's pixels (uint8 ``out``): residual above ``thr`` where the warped alpha
+    is above ``min_alpha`` and, with ``band``, the distance to the mask's edge ``dist`` is within
+    ``reach`` (the nearby motion, uint8 flow px) + ``margin``. ``calm``: the pixels the grown
+    ring may leave visible (residual <= ``calm_thr`` or outside the band, and person there).
+    Returns how many pixels ``out`` holds."""
+    h, w = res.shape
+    n = 0
+    for y in range(h):
+        for x in range(w):
+            in_band = (not band) or dist[y, x] <= reach[y, x] + margin
+            r = res[y, x]
+            a = small_alpha[y, x]
+            hit = r > thr and a > min_alpha and in_band
+            out[y, x] = 1 if hit else 0
+            n += 1 if hit else 0
+            calm[y, x] = 1 if (r <= calm_thr or not in_band) and a >= 0.5 else 0
+    return n
+
+
+@numba.njit(**_JIT)
+def warp_alpha(
+    alpha: np.ndarray,
+    st: np.ndarray,
+    col: np.ndarray,
+    row: np.ndarray,
+    hidden: np.ndarray,
+    out: np.ndarray,
+) -> int:
+    """The mask's ``alpha`` seen through the map ``st`` (flow res), resampled once at the
+    alpha's size; pixels whose flow pixel is ``hidden`` (uint8, (0, 0): none) are 0.
+
+    ``col``/``row`` (one row per output column/row): the map's bilinear pair and fraction as
+    ``cv2.resize(INTER_LINEAR)`` samples it, the nearest flow pixel (as INTER_NEAREST), and the
+    scale from flow px to alpha px. Returns how many pixels the hiding turned from some person
+    to none."""
+    ah, aw = out.shape
+    has_hidden = hidden.shape[0] > 0
+    n = 0
+    for ya in range(ah):
+        fy0 = int(row[ya, 0])
+        fy1 = int(row[ya, 1])
+        fy = row[ya, 2]
+        hy = int(row[ya, 3])
+        sy = row[ya, 4]
+        for xa in range(aw):
+            fx0 = int(col[xa, 0])
+            fx1 = int(col[xa, 1])
+            fx = col[xa, 2]
+            top = st[fy0, fx0, 0] + (st[fy0, fx1, 0] - st[fy0, fx0, 0]) * fx
+            bot = st[fy1, fx0, 0] + (st[fy1, fx1, 0] - st[fy1, fx0, 0]) * fx
+            mx = top + (bot - top) * fy
+            top = st[fy0, fx0, 1] + (st[fy0, fx1, 1] - st[fy0, fx0, 1]) * fx
+            bot = st[fy1, fx0, 1] + (st[fy1, fx1, 1] - st[fy1, fx0, 1]) * fx
+            my = top + (bot - top) * fy
+            x0, x1, bx = _clamped((mx + 0.5) * col[xa, 4] - 0.5, aw)
+            y0, y1, by = _clamped((my + 0.5) * sy - 0.5, ah)
+            t = alpha[y0, x0] + (alpha[y0, x1] - alpha[y0, x0]) * bx
+            b = alpha[y1, x0] + (alpha[y1, x1] - alpha[y1, x0]) * bx
+            a = t + (b - t) * by
+            if has_hidden and hidden[hy, int(col[xa, 3])] != 0:
+                if a > 0:
+                    n += 1
+                a = 0.0
+            out[ya, xa] = a
+    return n

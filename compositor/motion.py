@@ -28,7 +28,7 @@ Method (chosen by measurement, see docs/motion.md and bench/motion_lab.py):
   disocclusion behind a moving person, a cut, someone jumping out: what an occlusion check
   detects), the motion at that pixel is unbounded from then on and the band covers it.
 
-Pure numpy/OpenCV, no threads, no I/O.
+numpy/OpenCV and the compiled per-pixel steps of ``compositor.kernels``; no threads, no I/O.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from compositor import kernels
 
 
 @dataclass(frozen=True)
@@ -200,37 +202,56 @@ def _new_state(ident: np.ndarray) -> np.ndarray:
     return st
 
 
-def _warp_alpha(alpha: np.ndarray, cum: np.ndarray, buf: dict[str, np.ndarray]) -> np.ndarray:
-    """The mask's alpha seen through the map ``cum`` (flow res, mask frame coords), resampled
-    once at the alpha's own size. ``buf`` keeps the map's buffers between frames."""
+def _axis_table(n_out: int, n_in: int) -> np.ndarray:
+    """Per output pixel of an axis (alpha size ``n_out``, flow size ``n_in``): the flow pixel
+    pair and fraction ``cv2.resize(INTER_LINEAR)`` samples (edges clamped as it does), the
+    nearest flow pixel as ``INTER_NEAREST`` picks it, and the scale flow px -> alpha px."""
+    t = np.empty((n_out, 5), np.float64)
+    scale = n_in / n_out
+    for d in range(n_out):
+        f = (d + 0.5) * scale - 0.5
+        i = int(np.floor(f))
+        frac = f - i
+        if i < 0:
+            i, frac = 0, 0.0
+        if i >= n_in - 1:
+            i, frac = n_in - 1, 0.0
+        t[d] = (i, min(i + 1, n_in - 1), frac, min(int(d * scale), n_in - 1), n_out / n_in)
+    return t
+
+
+_NONE_HIDDEN = np.zeros((0, 0), np.uint8)
+
+
+def _warp_alpha(
+    alpha: np.ndarray, state: np.ndarray, hidden: np.ndarray | None, buf: dict[str, np.ndarray]
+) -> tuple[np.ndarray, int]:
+    """The mask's alpha seen through the map (``state``, flow res, mask frame coords), resampled
+    once at the alpha's own size, 0 where the change rule ``hidden`` it (uint8 at flow res).
+    Returns it and how many pixels the hiding took from the person. ``buf`` keeps the axis
+    tables between frames."""
     ah, aw = alpha.shape[:2]
-    fh, fw = cum.shape[:2]
-    if "map" not in buf:
-        buf["map"] = np.empty((ah, aw, 2), np.float32)
-        buf["scale"] = np.array([aw / fw, ah / fh], np.float32)
-        buf["shift"] = np.array([0.5 * aw / fw - 0.5, 0.5 * ah / fh - 0.5], np.float32)
-    mp = cv2.resize(cum, (aw, ah), dst=buf["map"], interpolation=cv2.INTER_LINEAR)
-    # flow px -> alpha px, pixel centres: x_a = (x_f + 0.5) * s - 0.5
-    mp *= buf["scale"]
-    mp += buf["shift"]
-    return cv2.remap(alpha, mp, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    fh, fw = state.shape[:2]
+    if "col" not in buf:
+        buf["col"] = _axis_table(aw, fw)
+        buf["row"] = _axis_table(ah, fh)
+    out = np.empty((ah, aw), np.float32)
+    hid = _NONE_HIDDEN if hidden is None else hidden
+    n = kernels.warp_alpha(alpha, state, buf["col"], buf["row"], hid, out)
+    return out, n
 
 
 def _band(
-    s: MotionSettings, small_alpha: np.ndarray, disp: np.ndarray, accumulated: np.ndarray
-) -> np.ndarray:
-    """bool, flow res: pixels within D + margin of the warped mask's edge, D the largest motion
-    since the mask frame within reach (the moving edge is where the motion is, the uncovered room
-    next to it may itself be still). ``disp``: map - identity; ``accumulated``: the state's
-    motion channel (>= ``unexplained_px`` where the occlusion check failed)."""
+    s: MotionSettings, small_alpha: np.ndarray, motion: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The band, flow res: pixels within D + margin of the warped mask's edge, D the largest
+    motion since the mask frame within reach (the moving edge is where the motion is, the
+    uncovered room next to it may itself be still). ``motion``: per pixel, flow px
+    (``unexplained_px`` where the occlusion check failed). Returns the distance to the edge and
+    D (uint8 flow px); ``kernels.hide_candidates`` compares them."""
     # distance (flow px) of each pixel inside the warped mask to its edge
     inside = (small_alpha >= 0.5).view(np.uint8)
     dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
-    motion = cv2.magnitude(disp[..., 0], disp[..., 1])
-    if s.band_path:
-        motion = np.maximum(accumulated, motion)
-    else:
-        motion[accumulated >= s.unexplained_px] = s.unexplained_px
     # uint8 flow px, rounded up (never below the motion; saturates at 255, more than any
     # distance at flow resolution): 8-bit morphology is the fast one
     motion8 = cv2.convertScaleAbs(motion, beta=0.5)
@@ -240,17 +261,16 @@ def _band(
     if reach > 0:
         k = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1))
         motion8 = cv2.dilate(motion8, k)
-    return dist <= motion8 + np.float32(s.band_margin_px)
+    return dist, motion8
 
 
 def _grow(
     s: MotionSettings,
     out: np.ndarray,
     calm: np.ndarray,
-    small_alpha: np.ndarray,
 ) -> np.ndarray:
     """Grow the hidden set ``out`` (uint8 0/1) by ``hide_grow_px`` with hysteresis: a pixel of
-    the grown ring stays visible only where the flow-res analysis vouches for it (``calm``:
+    the grown ring stays visible only where the flow-res analysis vouches for it (``calm``, uint8:
     residual below ``hide_grow_low`` x the threshold, or outside the band; and person there,
     warped alpha >= 0.5). Elsewhere the ring is hidden, as a plain dilation would (the blurred
     border of a change; the working-res alpha's edge, which can reach a flow pixel the flow-res
@@ -262,8 +282,8 @@ def _grow(
         return ring
     big = np.ones((2 * k - 1, 2 * k - 1), np.uint8)
     closed = cv2.erode(cv2.dilate(out, big), big)
-    ring[calm & (small_alpha >= 0.5)] = 0
-    return closed | ring
+    ring[calm.view(bool)] = 0
+    return cv2.bitwise_or(closed, ring)
 
 
 def _hidden(
@@ -271,56 +291,60 @@ def _hidden(
     res: np.ndarray,
     thr: float,
     small_alpha: np.ndarray,
-    disp: np.ndarray,
-    accumulated: np.ndarray,
+    motion: np.ndarray,
 ) -> np.ndarray | None:
     """The change rule at flow res: uint8 0/1 where the residual ``res`` against the mask frame
-    is above ``thr``, the warped alpha calls the pixel (partly) person, within the band; grown.
-    None when nothing is hidden."""
-    bad = res > thr
-    if not bad.any():
-        return None
-    cand = small_alpha > s.hide_min_alpha  # where the room could show
-    band_ok = None
+    is above ``thr``, the warped alpha calls the pixel (partly) person, within the band (the
+    ``motion`` per pixel, see ``_band``); grown. None when nothing is hidden."""
+    dist = reach = small_alpha  # unused without the band
     if s.hide_band:
-        band_ok = _band(s, small_alpha, disp, accumulated)
-        cand &= band_ok
-    bad &= cand
-    out = bad.view(np.uint8)
+        dist, reach = _band(s, small_alpha, motion)
+    out = np.empty(res.shape, np.uint8)
+    calm = np.empty(res.shape, np.uint8)
+    calm_thr = s.hide_grow_low * thr
+    args = (s.hide_band, dist, reach, s.band_margin_px, calm_thr, out, calm)
+    if kernels.hide_candidates(res, thr, small_alpha, s.hide_min_alpha, *args) == 0:
+        return None
     if s.hide_open_px > 0:
         k = 2 * s.hide_open_px + 1
         out = cv2.erode(out, np.ones((k, k), np.uint8))
     if s.hide_grow_px > 0 and out.any():
-        calm = res <= s.hide_grow_low * thr
-        if band_ok is not None:
-            calm |= ~band_ok
-        out = _grow(s, out, calm, small_alpha)
-    return out
+        out = _grow(s, out, calm)
+    return out if out.any() else None
 
 
 def _change_rule(
-    s: MotionSettings,
-    mask_ref: np.ndarray,
-    blur_cur: np.ndarray,
-    state: np.ndarray,
-    cum: np.ndarray,
-    ident: np.ndarray,
-    thr: float,
-    alpha: np.ndarray,
-) -> float:
+    s: MotionSettings, mask_ref: np.ndarray, blur_cur: np.ndarray, state: np.ndarray, thr: float
+) -> np.ndarray | None:
     """The change rule: the mask frame (``mask_ref``: [blurred grey, alpha] at flow res) seen
-    through the state's map vs this frame (``blur_cur``); hides (alpha 0, in place) what motion
-    does not explain. ``cum``: the state's map, contiguous. Returns the share of the frame it
-    hid."""
-    ref = cv2.remap(mask_ref, cum, None, cv2.INTER_LINEAR, borderMode=_REPLICATE)
-    res = cv2.absdiff(blur_cur, ref[..., 0])
-    hidden = _hidden(s, res, thr, ref[..., 1], cum - ident, state[..., 2])
-    if hidden is None:
-        return 0.0
-    hid = cv2.resize(hidden, alpha.shape[1::-1], interpolation=cv2.INTER_NEAREST).view(bool)
-    share = float(np.count_nonzero(hid & (alpha > 0))) / hid.size
-    alpha[hid] = 0.0
-    return share
+    through the state's map vs this frame (``blur_cur``). Returns where motion does not explain
+    the change (uint8 at flow res), or None."""
+    shape = blur_cur.shape
+    small_alpha = np.empty(shape, np.float32)
+    res = np.empty(shape, np.float32)
+    motion = np.empty(shape, np.float32)
+    args = (thr, s.band_path, s.unexplained_px, small_alpha, res, motion)
+    if kernels.sample_mask_frame(mask_ref, state, blur_cur, *args) == 0:
+        return None
+    return _hidden(s, res, thr, small_alpha, motion)
+
+
+def warm_up() -> None:
+    """Run the compiled steps once on a small moving picture, so that loading them (or, on the
+    first run after an install, compiling them) happens at start-up, not on a frame."""
+    comp = MotionCompensator(MotionSettings(history_frames=4))
+    frame = np.zeros((90, 160, 3), np.uint8)
+    frame[20:70, 40:90] = 200
+    alpha = np.zeros((90, 160), np.float32)
+    alpha[20:70, 40:90] = 1.0
+    comp.observe(0, frame)
+    comp.new_mask(alpha, 0, frame)
+    moved = np.roll(frame, 6, axis=1)
+    comp.observe(1, moved)
+    comp.track(1, moved)
+    res = np.zeros(alpha.shape, np.float32)
+    res[20:30, 40:50] = 100.0  # a change at the edge: the rule's whole path
+    _hidden(comp.settings, res, 24.0, alpha, np.zeros_like(res))
 
 
 class MotionCompensator:
@@ -377,7 +401,7 @@ class MotionCompensator:
     def _advance(self, back: np.ndarray, blur_prev: np.ndarray | None = None) -> np.ndarray | None:
         """``back``: float32 flow this frame -> previous frame. Extend the state by one frame:
         cum'(x) = cum(x + back(x)), the accumulated motion likewise plus |back(x)|. With
-        ``blur_prev`` (the previous frame, blurred) it is warped by the same remap and the
+        ``blur_prev`` (the previous frame, blurred) it is sampled at the same places and the
         frame-to-frame residual of the newest frame is returned."""
         st = self._state
         if blur_prev is not None:
@@ -511,13 +535,11 @@ class MotionCompensator:
             # by a direct flow, never show an uncompensated mask silently.
             self._direct(self._mask_grey8, cur.grey)
             self._cum_id = cur.frame_id
-        cum = np.ascontiguousarray(self._state[..., :2])
-        alpha = _warp_alpha(self._alpha, cum, self._buf)
-        hidden_share = 0.0
+        hidden = None
         if self.settings.hide_unexplained:
             ref, cur, st = self._mask_ref, self._blur_cur, self._state
-            thr = self._threshold()
-            hidden_share = _change_rule(self.settings, ref, cur, st, cum, self._ident, thr, alpha)
+            hidden = _change_rule(self.settings, ref, cur, st, self._threshold())
+        alpha, n_hidden = _warp_alpha(self._alpha, self._state, hidden, self._buf)
         ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3
         self._mask_ms = 0.0
-        return Tracked(alpha=alpha, hidden_share=hidden_share, ms=ms)
+        return Tracked(alpha=alpha, hidden_share=n_hidden / alpha.size, ms=ms)

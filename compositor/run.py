@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from common.config import add_arguments, from_namespace
 from common.runtime import Runtime
 from common.stats import Stats
-from compositor import compose
+from compositor import compose, motion
 from compositor.config import CompositorConfig
 from compositor.core import Core
 from compositor.dispatch import Dispatcher
@@ -89,6 +89,7 @@ def build(config: CompositorConfig, rt: Runtime) -> Core:
 def prepare() -> None:
     """Start-up work that needs no settings: a warm spare (launch.py) does it before it waits."""
     compose.warm_up()
+    motion.warm_up()
 
 
 def run(config: CompositorConfig, rt: Runtime) -> int:

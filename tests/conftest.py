@@ -61,9 +61,10 @@ def compiled_kernels() -> None:
     checkout that takes seconds and writes numba's cache, which every compositor process the
     tests start then only loads (otherwise the first of them would spend its deadline compiling).
     """
-    from compositor import compose
+    from compositor import compose, motion
 
     compose.warm_up()
+    motion.warm_up()
 
 
 @pytest.fixture

@@ -258,14 +258,13 @@ def test_change_rule_function_band_and_threshold():
     s = MotionSettings()
     alpha = np.zeros((90, 160), np.float32)
     alpha[20:80, 50:110] = 1.0  # a 60 px square person, 30 px from edge to centre
-    disp = np.zeros((90, 160, 2), np.float32)
-    acc = np.zeros((90, 160), np.float32)
+    motion = np.zeros((90, 160), np.float32)  # no motion since the mask frame
     res = np.zeros((90, 160), np.float32)
-    assert _hidden(s, res + 10.0, 24.0, alpha, disp, acc) is None
+    assert _hidden(s, res + 10.0, 24.0, alpha, motion) is None
     res[20:26, 60:70] = 100.0  # at the edge
     res[45:55, 75:85] = 100.0  # deep inside
-    out = _hidden(s, res, 24.0, alpha, disp, acc)
+    out = _hidden(s, res, 24.0, alpha, motion)
     assert out.dtype == np.uint8 and out[22, 65] == 1 and out[50, 80] == 0
-    out = _hidden(s, res, 24.0, alpha, disp, acc + s.unexplained_px)
+    out = _hidden(s, res, 24.0, alpha, motion + s.unexplained_px)
     assert out[50, 80] == 1
     assert not out[:, :45].any()  # never outside the person (plus the grown ring)
