@@ -283,14 +283,19 @@ def normalise(blurred: np.ndarray, image: np.ndarray, tiny: float, out: np.ndarr
 # hidden pixels). Fused: ~7 % of the compensation's cost per frame (bench/motion_lab.py --cost,
 # docs/motion.md). The map itself still advances by cv2.remap: a compiled bilinear gather was
 # slower than OpenCV's vectorised one. Bilinear sampling here is exact (cv2.remap quantises the
-# weights to 1/32 px); every index is clamped after the conversion, so any coordinate, even a
-# NaN, reads an edge pixel (BORDER_REPLICATE), never outside the array.
+# weights to 1/32 px); every coordinate, even a NaN, is clamped before it becomes an index, so it
+# reads an edge pixel (BORDER_REPLICATE), never outside the array.
 
 
-@numba.njit(**_JIT)
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
 def _clamped(v: float, n: int) -> tuple[int, int, float]:
     """Bilinear pair and fraction for coordinate ``v`` on an axis of ``n`` pixels, edges
-    repeated."""
+    repeated. Not fastmath: a NaN or infinite coordinate is clamped here before it becomes an
+    index (fastmath may assume there are none)."""
+    if not v >= -1.0:
+        v = -1.0
+    if not v <= n:
+        v = float(n)
     f = np.floor(v)
     i = int(f)
     return min(max(i, 0), n - 1), min(max(i + 1, 0), n - 1), v - f

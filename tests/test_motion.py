@@ -268,3 +268,20 @@ def test_change_rule_function_band_and_threshold():
     out = _hidden(s, res, 24.0, alpha, motion + s.unexplained_px)
     assert out[50, 80] == 1
     assert not out[:, :45].any()  # never outside the person (plus the grown ring)
+
+
+def test_warp_with_broken_map_reads_only_edge_pixels():
+    """The compiled warp clamps every coordinate before it becomes an index: a map with NaN,
+    infinite or huge coordinates (never produced by the flow, but nothing may read outside the
+    mask) gives the mask's edge pixels, as cv2.remap's BORDER_REPLICATE would."""
+    from compositor.motion import _warp_alpha
+
+    state = np.zeros((90, 160, 4), np.float32)
+    state[..., 0] = np.nan
+    state[5, 5, 1] = np.inf
+    state[6, 6, :2] = (-1e30, 1e30)
+    alpha = np.zeros((180, 320), np.float32)
+    alpha[:, 0] = 1.0  # the left edge column is person, everything else room
+    out, hidden = _warp_alpha(alpha, state, None, {})
+    assert hidden == 0 and np.isfinite(out).all()
+    assert set(np.unique(out)) <= {0.0, 1.0}
