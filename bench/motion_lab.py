@@ -181,6 +181,85 @@ class RigidSubject(MotionCompensator):
             super()._refine(grey, force)
 
 
+def _colour_index(bgr: np.ndarray, bins: int) -> np.ndarray:
+    """Flat Lab histogram bin per pixel (``bins`` per axis)."""
+    q = cv2.cvtColor(bgr, cv2.COLOR_BGR2Lab).astype(np.int32) * bins >> 8
+    return (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+
+
+def _colour_model(idx: np.ndarray, sel: np.ndarray, bins: int, prior: float) -> np.ndarray:
+    """Normalised Lab histogram of the selected pixels, [1 2 1]-smoothed per axis, mixed with a
+    uniform prior (a colour never seen is not impossible)."""
+    h = np.bincount(idx[sel], minlength=bins**3).astype(np.float64).reshape(bins, bins, bins)
+    k = np.array([0.25, 0.5, 0.25])
+    for ax in range(3):
+        h = np.apply_along_axis(lambda v: np.convolve(np.pad(v, 1, mode="edge"), k, "valid"), ax, h)
+    total = h.sum()
+    p = h / total if total > 0 else np.full_like(h, 1.0 / bins**3)
+    return ((1 - prior) * p + prior / bins**3).ravel()
+
+
+class ColourCue(MotionCompensator):
+    """Experiment (not the compositor's method, which gates the residual by colour: a changed
+    pixel is hidden only if its colour is plausibly the room's): the colour alone as the cue,
+    no residual against the mask frame. From the mask frame: Lab histograms (32 bins
+    per axis) of the sure person (mask eroded 2 flow px) and of the room near the person (outside
+    the mask dilated 2 px, within 20 px of it: the room the person can uncover); per frame a
+    pixel in the band (and partly person under the carried mask) whose log-likelihood ratio
+    log p(colour | room) - log p(colour | person), 3x3-averaged, is above ``llr`` is hidden.
+    Why: the residual against a 2 s old picture cannot tell a changed pose from the room
+    (--separability); colour can where clothes and room differ (scratch measurement at the best
+    rigid shift: hike person hidden 0.42 -> 0.07 at room hidden 0.77 -> 0.86)."""
+
+    def __init__(self, settings: MotionSettings, llr: float = -0.5, bins: int = 32):
+        super().__init__(settings)
+        self.llr, self.bins = llr, bins
+
+    def _new_mask(self, alpha: np.ndarray, frame_id: int, mask_frame: np.ndarray) -> None:
+        super()._new_mask(alpha, frame_id, mask_frame)
+        self._table = None
+        if self._alpha is None:
+            return
+        h, w = self._ident.shape[:2]
+        small = cv2.resize(mask_frame, (w, h), interpolation=cv2.INTER_AREA)
+        idx = _colour_index(small, self.bins)
+        m = (self._mask_ref[..., 1] >= 0.5).astype(np.uint8)
+        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+        person = cv2.erode(m, disk) > 0
+        near = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (41, 41))) > 0
+        room = (cv2.dilate(m, disk) == 0) & near
+        if np.count_nonzero(person) < 8 or np.count_nonzero(room) < 8:
+            return
+        room_p = _colour_model(idx, room, self.bins, 0.05)
+        person_p = _colour_model(idx, person, self.bins, 0.05)
+        self._table = (np.log(room_p) - np.log(person_p)).astype(np.float32)
+
+    def track(self, frame_id: int, frame: np.ndarray):
+        if getattr(self, "_table", None) is None or self._alpha is None:
+            return super().track(frame_id, frame)
+        from compositor.motion import Tracked, _hidden, _warp_alpha
+
+        t0 = self.clock()
+        h, w = self._ident.shape[:2]
+        small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        llr = cv2.blur(self._table[_colour_index(small, self.bins)], (3, 3))
+        shape = llr.shape
+        small_alpha, res, motion = (np.empty(shape, np.float32) for _ in range(3))
+        s = self.settings
+        from compositor import kernels
+
+        args = (self._threshold(), s.band_path, s.unexplained_px, small_alpha, res, motion)
+        kernels.sample_mask_frame(self._mask_ref, self._state, self._blur_cur, *args)
+        hidden = None
+        if s.hide_unexplained and np.count_nonzero(llr > self.llr):
+            # _hidden's calm ring: threshold * hide_grow_low; with an LLR the scale is shifted
+            hidden = _hidden(replace(s, hide_grow_low=1.0), llr, self.llr, small_alpha, motion)
+        alpha, n = _warp_alpha(self._alpha, self._state, hidden, self._buf)
+        ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3
+        self._mask_ms = 0.0
+        return Tracked(alpha=alpha, hidden_share=n / alpha.size, ms=ms)
+
+
 def separability(names: list[str], at: float = 2.0) -> None:
     """How well the change rule's residual against the mask frame can tell the room from the
     person at all: the mask frame shifted by the integer translation (+-1/16 of the width) that
@@ -234,11 +313,13 @@ VARIANTS: dict[str, MotionSettings | None] = {
     "before": MotionSettings(hide_band=False),  # change rule everywhere in the mask (b4 band)
     "direct": MotionSettings(chain=False),  # one direct flow mask frame -> current frame
     "no-hide": MotionSettings(hide_unexplained=False),  # chained flow, no change rule
+    "no-colour": MotionSettings(colour_llr=None),  # the residual alone, no colour gate
     "flow320": MotionSettings(flow_width=320),
     "fine0": MotionSettings(dis_finest_scale=0),
     "fine2": MotionSettings(dis_finest_scale=2),
 }
 EXPERIMENTS = {"rigid": "off", "rigid-band": "band"}  # RigidSubject, default settings
+COLOUR = {"colour": -0.5, "colour0": 0.0, "colour+1": 1.0}  # ColourCue at these LLR thresholds
 DEFAULT_VARIANTS = ("none", "motion")
 
 
@@ -246,13 +327,16 @@ def variant(name: str) -> MotionSettings | None:
     """A named variant, or ad hoc settings: 'key=value,key=value' over the defaults."""
     if name in VARIANTS:
         return VARIANTS[name]
-    if name in EXPERIMENTS:
+    if name in EXPERIMENTS or name in COLOUR:
         return MotionSettings()
     kinds = {f.name: type(f.default) for f in fields(MotionSettings)}
     kw = {}
     for part in name.split(","):
         k, v = part.split("=")
-        kw[k] = (v.lower() in ("1", "true")) if kinds[k] is bool else kinds[k](v)
+        if v.lower() == "none":
+            kw[k] = None
+        else:
+            kw[k] = (v.lower() in ("1", "true")) if kinds[k] is bool else kinds[k](v)
     return replace(MotionSettings(), **kw)
 
 
@@ -299,6 +383,8 @@ def simulate(
     if variant_name in EXPERIMENTS:
         hide = EXPERIMENTS[variant_name] == "band"
         comp = RigidSubject(replace(settings, hide_unexplained=hide))
+    elif variant_name in COLOUR:
+        comp = ColourCue(settings, llr=COLOUR[variant_name])
     else:
         comp = MotionCompensator(settings) if settings is not None else None
     flicker = settings is None and variant_name == "fresh-1"
@@ -377,6 +463,7 @@ COST_VARIANTS: dict[str, MotionSettings] = {
     "refine_every=2": MotionSettings(refine_every=2),
     "refine scale 2": MotionSettings(refine_every=1, refine_finest_scale=2),
     "no change rule": MotionSettings(hide_unexplained=False),
+    "no colour gate": MotionSettings(colour_llr=None),
 }
 
 
@@ -469,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         "--variants",
         nargs="*",
         default=list(DEFAULT_VARIANTS),
-        help=f"any of {', '.join(VARIANTS)}, {', '.join(EXPERIMENTS)} or 'all'",
+        help=f"any of {', '.join([*VARIANTS, *EXPERIMENTS, *COLOUR])} or 'all'",
     )
     ap.add_argument("--latency", type=float, default=1.0, help="mask latency as a multiple of S")
     ap.add_argument("--cost", action="store_true", help="only the per-frame cost")

@@ -33,6 +33,7 @@ numpy/OpenCV and the compiled per-pixel steps of ``compositor.kernels``; no thre
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -125,6 +126,19 @@ class MotionSettings:
     # DIS finest scale of the refinement flow (-1: the same as ``dis_finest_scale``). Scale 2 is
     # 4x cheaper but lost 0.1 IoU on carphone and juggling (docs/motion.md): not used.
     refine_finest_scale: int = -1
+    # Colour gate (the room can only appear in the room's colours): a changed pixel is hidden
+    # only where its colour is plausibly the room's: log p(colour | room) - log p(colour |
+    # person) > ``colour_llr``, from Lab histograms (``colour_bins`` per axis) of the mask frame:
+    # the sure person (mask eroded 2 flow px) vs the room near the person (outside the mask
+    # dilated 2 px, within ``colour_near_px``: the room a move can uncover). Why: a 2 s old
+    # picture of a moving person differs from the current one about as much as the room does
+    # (docs/motion.md, --separability), so the residual alone hid a quarter of a juggler; their
+    # colours mostly differ. -0.5: hide when P(room | colour) > 0.38 at equal priors, i.e. the
+    # room shown counted ~1.6x as bad as the person blurred (privacy first); chosen in the lab
+    # among -2 / -0.5 / 0 / +1 (docs/motion.md). None: no gate (the residual alone).
+    colour_llr: float | None = -0.5
+    colour_bins: int = 32
+    colour_near_px: int = 20
 
 
 @dataclass
@@ -153,20 +167,82 @@ def _identity(h: int, w: int) -> np.ndarray:
     return np.dstack([xs, ys])
 
 
-def _small_grey(frame: np.ndarray, halvings: int) -> np.ndarray:
-    """Frame -> grey at flow resolution by exact halvings (each a 2x2 box average)."""
-    img = frame
-    n = halvings
-    if n > 0:
+def _halved(img: np.ndarray, n: int) -> np.ndarray:
+    """``img`` halved ``n`` times (exact halvings are 2x2 box averages, the cheapest downscale)."""
+    for _ in range(n):
         h, w = img.shape[:2]
         img = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
-        n -= 1
+    return img
+
+
+def _small_grey(frame: np.ndarray, halvings: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame -> grey at flow resolution by exact halvings, and the colour picture after the
+    first halving (the colour gate halves it the rest of the way only when a mask needs it)."""
+    img = _halved(frame, min(1, halvings))
     grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
-    while n > 0:
-        h, w = grey.shape[:2]
-        grey = cv2.resize(grey, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
-        n -= 1
-    return grey
+    return _halved(grey, max(0, halvings - 1)), img
+
+
+def _colour_index(small_bgr: np.ndarray, bins: int) -> np.ndarray:
+    """Flat Lab histogram bin of every pixel."""
+    q = cv2.cvtColor(small_bgr, cv2.COLOR_BGR2Lab).astype(np.int32) * bins >> 8
+    return (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+
+
+@functools.cache
+def _lab_bin_of_bgr_cell(bins: int) -> np.ndarray:
+    """For every cell of a ``bins``^3 grid over BGR: the Lab histogram bin of the cell's centre
+    colour. Composing the Lab table with it once per mask makes the per-frame lookup a single
+    pass over BGR pixels, no colour conversion (one BGR cell spans 256 / bins levels per
+    channel, finer than the Lab bins' smoothing)."""
+    c = (np.arange(bins) * 256 + 128) // bins
+    b, g, r = np.meshgrid(c, c, c, indexing="ij")
+    cells = np.dstack([b.ravel(), g.ravel(), r.ravel()]).astype(np.uint8)  # 1 x bins^3 x 3
+    return _colour_index(cells, bins).ravel()
+
+
+def _colour_model(idx: np.ndarray, sel: np.ndarray, bins: int) -> np.ndarray:
+    """Normalised Lab histogram of the selected pixels, [1 2 1]-smoothed along each axis (a
+    colour one bin away is nearly as likely: lighting and camera noise move colours), mixed 95/5
+    with a uniform prior (a colour never seen is unlikely, not impossible)."""
+    h = np.bincount(idx[sel], minlength=bins**3).astype(np.float32).reshape(bins, bins, bins)
+    for ax in range(3):
+        e = np.concatenate([h.take([0], ax), h, h.take([-1], ax)], axis=ax)
+        n = e.shape[ax]
+        h = 0.25 * e.take(range(n - 2), ax) + 0.5 * e.take(range(1, n - 1), ax)
+        h += 0.25 * e.take(range(2, n), ax)
+    total = float(h.sum())
+    return (0.95 / total) * h.ravel() + 0.05 / bins**3
+
+
+def _colour_table(
+    s: MotionSettings, small_bgr: np.ndarray, small_alpha: np.ndarray
+) -> np.ndarray | None:
+    """The colour gate's table: log p(colour | room) - log p(colour | person) for every cell of
+    a BGR grid (``_lab_bin_of_bgr_cell``), from Lab histograms of the mask frame (flow res).
+    None where either side has too few pixels to say anything."""
+    if small_bgr.ndim != 3:
+        return None
+    m = (small_alpha >= 0.5).view(np.uint8)
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    r = s.colour_near_px
+    near = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    person = cv2.erode(m, disk).view(bool)
+    room = (cv2.dilate(m, disk) == 0) & near.view(bool)
+    if np.count_nonzero(person) < 16 or np.count_nonzero(room) < 16:
+        return None
+    idx = _colour_index(small_bgr, s.colour_bins)
+    room_p = _colour_model(idx, room, s.colour_bins)
+    llr = np.log(room_p) - np.log(_colour_model(idx, person, s.colour_bins))
+    return llr[_lab_bin_of_bgr_cell(s.colour_bins)].astype(np.float32)
+
+
+def _colour_llr(s: MotionSettings, small_bgr: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Per flow pixel of this frame: the table's log-likelihood ratio (room vs person) of its
+    colour, 3x3-averaged (a single pixel's colour is noisy; a patch of room is what shows)."""
+    llr = np.empty(small_bgr.shape[:2], np.float32)
+    kernels.colour_lookup(small_bgr, table, s.colour_bins, llr)
+    return cv2.blur(llr, (3, 3))
 
 
 def _blurred(grey: np.ndarray, sigma: float) -> np.ndarray:
@@ -314,11 +390,17 @@ def _hidden(
 
 
 def _change_rule(
-    s: MotionSettings, mask_ref: np.ndarray, blur_cur: np.ndarray, state: np.ndarray, thr: float
+    s: MotionSettings,
+    mask_ref: np.ndarray,
+    blur_cur: np.ndarray,
+    state: np.ndarray,
+    thr: float,
+    llr: np.ndarray | None,
 ) -> np.ndarray | None:
     """The change rule: the mask frame (``mask_ref``: [blurred grey, alpha] at flow res) seen
-    through the state's map vs this frame (``blur_cur``). Returns where motion does not explain
-    the change (uint8 at flow res), or None."""
+    through the state's map vs this frame (``blur_cur``); with the colour gate (``llr``, see
+    ``_colour_llr``) only where the colour is plausibly the room's. Returns where motion does
+    not explain the change (uint8 at flow res), or None."""
     shape = blur_cur.shape
     small_alpha = np.empty(shape, np.float32)
     res = np.empty(shape, np.float32)
@@ -326,6 +408,8 @@ def _change_rule(
     args = (thr, s.band_path, s.unexplained_px, small_alpha, res, motion)
     if kernels.sample_mask_frame(mask_ref, state, blur_cur, *args) == 0:
         return None
+    if llr is not None:
+        np.copyto(res, 0.0, where=llr <= s.colour_llr)  # the person's colours: not the room
     return _hidden(s, res, thr, small_alpha, motion)
 
 
@@ -375,6 +459,8 @@ class MotionCompensator:
         self._mask_ms = 0.0  # new_mask's cost, reported with the next track()
         self._frames_seen = 0
         self._blur_cur: np.ndarray | None = None  # blurred grey of the newest frame (float32)
+        self._half: np.ndarray | None = None  # the newest frame after one halving (colour)
+        self._colour: np.ndarray | None = None  # the active mask's colour table (_colour_table)
         # the active mask: alpha, the mask frame at flow res (uint8, for DIS) and [blurred grey,
         # alpha] (float32 HxWx2, warped by one remap); the state (see _new_state)
         self._alpha: np.ndarray | None = None
@@ -446,7 +532,7 @@ class MotionCompensator:
             self.reset()
             self._shape = frame.shape[:2]
             self._halvings = _halvings(self._shape, s.flow_width)
-        grey = _small_grey(frame, self._halvings)
+        grey, self._half = _small_grey(frame, self._halvings)
         if self._ident is None:
             self._ident = _identity(*grey.shape)
         blur_prev = self._blur_cur
@@ -492,9 +578,14 @@ class MotionCompensator:
         self._alpha = np.ascontiguousarray(alpha, dtype=np.float32)
         hist = list(self._history)
         idx = next((i for i, e in enumerate(hist) if e.frame_id == frame_id), None)
-        grey = hist[idx].grey if idx is not None else _small_grey(mask_frame, self._halvings)
+        mask_grey, mask_half = _small_grey(mask_frame, self._halvings)
+        grey = hist[idx].grey if idx is not None else mask_grey
         small = cv2.resize(self._alpha, grey.shape[::-1], interpolation=cv2.INTER_AREA)
         self._mask_ref = np.dstack([_blurred(grey, s.residual_blur), small])
+        self._colour = None
+        if s.colour_llr is not None and s.hide_unexplained:
+            mask_bgr = _halved(mask_half, max(0, self._halvings - 1))
+            self._colour = _colour_table(s, mask_bgr, small)
         self._mask_grey8 = grey
         self._state = _new_state(self._ident)
         if idx is not None and s.chain:
@@ -536,9 +627,14 @@ class MotionCompensator:
             self._direct(self._mask_grey8, cur.grey)
             self._cum_id = cur.frame_id
         hidden = None
-        if self.settings.hide_unexplained:
+        s = self.settings
+        if s.hide_unexplained:
+            llr = None
+            if self._colour is not None:
+                small_bgr = _halved(self._half, max(0, self._halvings - 1))
+                llr = _colour_llr(s, small_bgr, self._colour)
             ref, cur, st = self._mask_ref, self._blur_cur, self._state
-            hidden = _change_rule(self.settings, ref, cur, st, self._threshold())
+            hidden = _change_rule(s, ref, cur, st, self._threshold(), llr)
         alpha, n_hidden = _warp_alpha(self._alpha, self._state, hidden, self._buf)
         ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3
         self._mask_ms = 0.0
