@@ -393,6 +393,26 @@ def _hidden(
     return out if out.any() else None
 
 
+def _colour_gate_table(
+    s: MotionSettings, half: np.ndarray, halvings: int, small_alpha: np.ndarray
+) -> np.ndarray | None:
+    """The colour gate's table for a new mask (``half``: its frame after the first halving), or
+    None when the gate is off or cannot say anything."""
+    if s.colour_llr is None or not s.hide_unexplained:
+        return None
+    return _colour_table(s, _halved(half, max(0, halvings - 1)), small_alpha)
+
+
+def _colour_gate(
+    s: MotionSettings, half: np.ndarray, halvings: int, table: np.ndarray | None
+) -> np.ndarray | None:
+    """This frame's colour score at flow res (``half``: the frame after the first halving), or
+    None without a table."""
+    if table is None:
+        return None
+    return _colour_llr(s, _halved(half, max(0, halvings - 1)), table)
+
+
 def _change_rule(
     s: MotionSettings,
     mask_ref: np.ndarray,
@@ -586,10 +606,7 @@ class MotionCompensator:
         grey = hist[idx].grey if idx is not None else mask_grey
         small = cv2.resize(self._alpha, grey.shape[::-1], interpolation=cv2.INTER_AREA)
         self._mask_ref = np.dstack([_blurred(grey, s.residual_blur), small])
-        self._colour = None
-        if s.colour_llr is not None and s.hide_unexplained:
-            mask_bgr = _halved(mask_half, max(0, self._halvings - 1))
-            self._colour = _colour_table(s, mask_bgr, small)
+        self._colour = _colour_gate_table(s, mask_half, self._halvings, small)
         self._mask_grey8 = grey
         self._state = _new_state(self._ident)
         if idx is not None and s.chain:
@@ -626,19 +643,14 @@ class MotionCompensator:
         t0 = self.clock()
         cur = self._history[-1]
         if self._cum_id != cur.frame_id:
-            # observe() was not called for this frame (should not happen): chain from scratch
-            # by a direct flow, never show an uncompensated mask silently.
+            # observe() was not called for this frame (should not happen): a direct flow
             self._direct(self._mask_grey8, cur.grey)
             self._cum_id = cur.frame_id
-        hidden = None
-        s = self.settings
+        s, hidden = self.settings, None
         if s.hide_unexplained:
-            llr = None
-            if self._colour is not None:
-                small_bgr = _halved(self._half, max(0, self._halvings - 1))
-                llr = _colour_llr(s, small_bgr, self._colour)
-            ref, cur, st = self._mask_ref, self._blur_cur, self._state
-            hidden = _change_rule(s, ref, cur, st, self._threshold(), llr)
+            llr = _colour_gate(s, self._half, self._halvings, self._colour)
+            args = (self._mask_ref, self._blur_cur, self._state, self._threshold(), llr)
+            hidden = _change_rule(s, *args)
         alpha, n_hidden = _warp_alpha(self._alpha, self._state, hidden, self._buf)
         ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3
         self._mask_ms = 0.0
