@@ -394,13 +394,13 @@ def _hidden(
 
 
 def _colour_gate_table(
-    s: MotionSettings, half: np.ndarray, halvings: int, small_alpha: np.ndarray
+    s: MotionSettings, mask_frame: np.ndarray, halvings: int, small_alpha: np.ndarray
 ) -> np.ndarray | None:
-    """The colour gate's table for a new mask (``half``: its frame after the first halving), or
-    None when the gate is off or cannot say anything."""
+    """The colour gate's table for a new mask (``mask_frame``: its full frame, halved here the
+    way ``observe`` halves every frame), or None when the gate is off or cannot say anything."""
     if s.colour_llr is None or not s.hide_unexplained:
         return None
-    return _colour_table(s, _halved(half, max(0, halvings - 1)), small_alpha)
+    return _colour_table(s, _halved(mask_frame, halvings), small_alpha)
 
 
 def _colour_gate(
@@ -602,11 +602,10 @@ class MotionCompensator:
         self._alpha = np.ascontiguousarray(alpha, dtype=np.float32)
         hist = list(self._history)
         idx = next((i for i, e in enumerate(hist) if e.frame_id == frame_id), None)
-        mask_grey, mask_half = _small_grey(mask_frame, self._halvings)
-        grey = hist[idx].grey if idx is not None else mask_grey
+        grey = hist[idx].grey if idx is not None else _small_grey(mask_frame, self._halvings)[0]
         small = cv2.resize(self._alpha, grey.shape[::-1], interpolation=cv2.INTER_AREA)
         self._mask_ref = np.dstack([_blurred(grey, s.residual_blur), small])
-        self._colour = _colour_gate_table(s, mask_half, self._halvings, small)
+        self._colour = _colour_gate_table(s, mask_frame, self._halvings, small)
         self._mask_grey8 = grey
         self._state = _new_state(self._ident)
         if idx is not None and s.chain:
@@ -643,7 +642,7 @@ class MotionCompensator:
         t0 = self.clock()
         cur = self._history[-1]
         if self._cum_id != cur.frame_id:
-            # observe() was not called for this frame (should not happen): a direct flow
+            # observe() missed this frame (should not happen): a direct flow, never the mask as is
             self._direct(self._mask_grey8, cur.grey)
             self._cum_id = cur.frame_id
         s, hidden = self.settings, None
