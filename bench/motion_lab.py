@@ -181,73 +181,29 @@ class RigidSubject(MotionCompensator):
             super()._refine(grey, force)
 
 
-def _colour_index(bgr: np.ndarray, bins: int) -> np.ndarray:
-    """Flat Lab histogram bin per pixel (``bins`` per axis)."""
-    q = cv2.cvtColor(bgr, cv2.COLOR_BGR2Lab).astype(np.int32) * bins >> 8
-    return (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
-
-
-def _colour_model(idx: np.ndarray, sel: np.ndarray, bins: int, prior: float) -> np.ndarray:
-    """Normalised Lab histogram of the selected pixels, [1 2 1]-smoothed per axis, mixed with a
-    uniform prior (a colour never seen is not impossible)."""
-    h = np.bincount(idx[sel], minlength=bins**3).astype(np.float64).reshape(bins, bins, bins)
-    k = np.array([0.25, 0.5, 0.25])
-    for ax in range(3):
-        h = np.apply_along_axis(lambda v: np.convolve(np.pad(v, 1, mode="edge"), k, "valid"), ax, h)
-    total = h.sum()
-    p = h / total if total > 0 else np.full_like(h, 1.0 / bins**3)
-    return ((1 - prior) * p + prior / bins**3).ravel()
-
-
 class ColourCue(MotionCompensator):
     """Experiment (not the compositor's method, which gates the residual by colour: a changed
     pixel is hidden only if its colour is plausibly the room's): the colour alone as the cue,
-    no residual against the mask frame. From the mask frame: Lab histograms (32 bins
-    per axis) of the sure person (mask eroded 2 flow px) and of the room near the person (outside
-    the mask dilated 2 px, within 20 px of it: the room the person can uncover); per frame a
-    pixel in the band (and partly person under the carried mask) whose log-likelihood ratio
-    log p(colour | room) - log p(colour | person), 3x3-averaged, is above ``llr`` is hidden.
-    Why: the residual against a 2 s old picture cannot tell a changed pose from the room
-    (--separability); colour can where clothes and room differ (scratch measurement at the best
-    rigid shift: hike person hidden 0.42 -> 0.07 at room hidden 0.77 -> 0.86)."""
+    no residual against the mask frame. The same colour table and per-frame score as the
+    default's gate (``motion._colour_table``, ``_colour_llr``); a pixel in the band (and partly
+    person under the carried mask) whose score is above ``llr`` is hidden.
+    Why measured: the residual against a 2 s old picture cannot tell a changed pose from the
+    room (--separability); colour can where clothes and room differ."""
 
-    def __init__(self, settings: MotionSettings, llr: float = -0.5, bins: int = 32):
-        super().__init__(settings)
-        self.llr, self.bins = llr, bins
-
-    def _new_mask(self, alpha: np.ndarray, frame_id: int, mask_frame: np.ndarray) -> None:
-        super()._new_mask(alpha, frame_id, mask_frame)
-        self._table = None
-        if self._alpha is None:
-            return
-        h, w = self._ident.shape[:2]
-        small = cv2.resize(mask_frame, (w, h), interpolation=cv2.INTER_AREA)
-        idx = _colour_index(small, self.bins)
-        m = (self._mask_ref[..., 1] >= 0.5).astype(np.uint8)
-        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-        person = cv2.erode(m, disk) > 0
-        near = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (41, 41))) > 0
-        room = (cv2.dilate(m, disk) == 0) & near
-        if np.count_nonzero(person) < 8 or np.count_nonzero(room) < 8:
-            return
-        room_p = _colour_model(idx, room, self.bins, 0.05)
-        person_p = _colour_model(idx, person, self.bins, 0.05)
-        self._table = (np.log(room_p) - np.log(person_p)).astype(np.float32)
+    def __init__(self, settings: MotionSettings, llr: float = -0.5):
+        super().__init__(replace(settings, colour_llr=llr))
+        self.llr = llr
 
     def track(self, frame_id: int, frame: np.ndarray):
-        if getattr(self, "_table", None) is None or self._alpha is None:
+        if self._colour is None or self._alpha is None:
             return super().track(frame_id, frame)
-        from compositor.motion import Tracked, _hidden, _warp_alpha
+        from compositor import kernels
+        from compositor.motion import Tracked, _colour_gate, _hidden, _warp_alpha
 
         t0 = self.clock()
-        h, w = self._ident.shape[:2]
-        small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-        llr = cv2.blur(self._table[_colour_index(small, self.bins)], (3, 3))
-        shape = llr.shape
-        small_alpha, res, motion = (np.empty(shape, np.float32) for _ in range(3))
         s = self.settings
-        from compositor import kernels
-
+        llr = _colour_gate(s, self._half, self._halvings, self._colour)
+        small_alpha, res, motion = (np.empty(llr.shape, np.float32) for _ in range(3))
         args = (self._threshold(), s.band_path, s.unexplained_px, small_alpha, res, motion)
         kernels.sample_mask_frame(self._mask_ref, self._state, self._blur_cur, *args)
         hidden = None
