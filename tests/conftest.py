@@ -61,10 +61,9 @@ def compiled_kernels() -> None:
     checkout that takes seconds and writes numba's cache, which every compositor process the
     tests start then only loads (otherwise the first of them would spend its deadline compiling).
     """
-    from compositor import compose, motion
+    from compositor.run import prepare
 
-    compose.warm_up()
-    motion.warm_up()
+    prepare()
 
 
 @pytest.fixture
