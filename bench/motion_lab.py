@@ -198,14 +198,23 @@ class ColourCue(MotionCompensator):
         if self._colour is None or self._alpha is None:
             return super().track(frame_id, frame)
         from compositor import kernels
-        from compositor.motion import Tracked, _colour_gate, _hidden, _warp_alpha
+        from compositor.motion import (
+            _NO_COLOUR,
+            Tracked,
+            _colour_gate,
+            _flow_colour,
+            _hidden,
+            _threshold,
+            _warp_alpha,
+        )
 
         t0 = self.clock()
         s = self.settings
-        llr = _colour_gate(s, self._half, self._halvings, self._colour)
+        llr = _colour_gate(s, _flow_colour(self._half, self._halvings), self._colour)
         small_alpha, res, motion = (np.empty(llr.shape, np.float32) for _ in range(3))
-        args = (self._threshold(), s.band_path, s.unexplained_px, small_alpha, res, motion)
-        kernels.sample_mask_frame(self._mask_ref, self._state, self._blur_cur, *args)
+        thr = _threshold(s, self._noise.grey)
+        args = (thr, s.band_path, s.unexplained_px, small_alpha, res, motion)
+        kernels.sample_mask_frame(self._mask_ref, self._state, self._blur_cur, _NO_COLOUR, *args)
         hidden = None
         if s.hide_unexplained and np.count_nonzero(llr > self.llr):
             # _hidden's calm ring: threshold * hide_grow_low; with an LLR the scale is shifted
@@ -270,6 +279,7 @@ VARIANTS: dict[str, MotionSettings | None] = {
     "direct": MotionSettings(chain=False),  # one direct flow mask frame -> current frame
     "no-hide": MotionSettings(hide_unexplained=False),  # chained flow, no change rule
     "no-colour": MotionSettings(colour_llr=None),  # the residual alone, no colour gate
+    "grey-residual": MotionSettings(residual_colour=False),  # the residual in grey only
     "flow320": MotionSettings(flow_width=320),
     "fine0": MotionSettings(dis_finest_scale=0),
     "fine2": MotionSettings(dis_finest_scale=2),
@@ -420,6 +430,7 @@ COST_VARIANTS: dict[str, MotionSettings] = {
     "refine scale 2": MotionSettings(refine_every=1, refine_finest_scale=2),
     "no change rule": MotionSettings(hide_unexplained=False),
     "no colour gate": MotionSettings(colour_llr=None),
+    "grey residual": MotionSettings(residual_colour=False),
 }
 
 

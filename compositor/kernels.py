@@ -306,6 +306,7 @@ def sample_mask_frame(
     ref: np.ndarray,
     st: np.ndarray,
     cur: np.ndarray,
+    cur_bgr: np.ndarray,
     thr: float,
     path: bool,
     unexplained: float,
@@ -313,11 +314,14 @@ def sample_mask_frame(
     res: np.ndarray,
     motion: np.ndarray,
 ) -> int:
-    """The mask frame (``ref``: blurred grey, alpha) seen through the map: the warped alpha, the
-    residual against this frame ``cur`` and the motion per pixel (net displacement
-    |map(x) - x|, or with ``path`` the larger of it and the path length; ``unexplained`` where
-    the occlusion check failed). Returns the number of residuals above ``thr``."""
+    """The mask frame (``ref``: blurred grey, alpha, and with ``cur_bgr`` its blurred B, G, R)
+    seen through the map: the warped alpha, the residual against this frame (``cur``, blurred
+    grey; with ``cur_bgr`` (h, w, 3), blurred colour, the largest change of any channel) and the
+    motion per pixel (net displacement |map(x) - x|, or with ``path`` the larger of it and the
+    path length; ``unexplained`` where the occlusion check failed). ``cur_bgr`` of shape
+    (0, 0, 3): grey only. Returns the number of residuals above ``thr``."""
     h, w = res.shape
+    colour = cur_bgr.shape[0] == h
     bad = 0
     for y in range(h):
         for x in range(w):
@@ -334,6 +338,11 @@ def sample_mask_frame(
             a = ref[y0, x0, 1] * w00 + ref[y0, x1, 1] * w01 + ref[y1, x0, 1] * w10
             a += ref[y1, x1, 1] * w11
             r = abs(cur[y, x] - g)
+            if colour:  # |grey change| <= the largest channel change: grey is their mean
+                for c in range(3):
+                    v = ref[y0, x0, 2 + c] * w00 + ref[y0, x1, 2 + c] * w01
+                    v += ref[y1, x0, 2 + c] * w10 + ref[y1, x1, 2 + c] * w11
+                    r = max(r, abs(cur_bgr[y, x, c] - v))
             res[y, x] = r
             small_alpha[y, x] = a
             if r > thr:

@@ -76,6 +76,13 @@ class MotionSettings:
     # the threshold sits well above that and above slow lighting drift, and well below the
     # contrast between a person and the room behind them.
     residual_threshold: float = 24.0
+    # The residual in colour: the largest change of any of B, G, R (True), or of grey only
+    # (False). Grey is the channels' weighted mean, so it misses a change of hue at equal
+    # brightness: dark skin uncovering a shaded tree trunk, a blue shirt leaving a green hedge.
+    # That was most of the room shown on juggling at S = 2 s (0.49 -> 0.18 % of the frame; on
+    # carphone 0.90 -> 0.39 %) for +0.1-0.7 pp person blurred (docs/motion.md). The threshold
+    # and the noise floor apply to it as they do to grey (its noise is measured on itself).
+    residual_colour: bool = True
     # The threshold also scales with the noise measured on this stream (robust sigma of the
     # frame-to-frame residual): never below ``noise_factor`` x that sigma, so a noisy camera
     # cannot trigger the rule.
@@ -241,6 +248,12 @@ def _colour_table(
     return llr[_lab_bin_of_bgr_cell(s.colour_bins)].astype(np.float32)
 
 
+def _flow_colour(half: np.ndarray, halvings: int) -> np.ndarray | None:
+    """The frame in colour at flow resolution (``half``: after the first halving), or None for a
+    grey stream."""
+    return _halved(half, max(0, halvings - 1)) if half.ndim == 3 else None
+
+
 def _colour_llr(s: MotionSettings, small_bgr: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Per flow pixel of this frame: the table's log-likelihood ratio (room vs person) of its
     colour, 3x3-averaged (a single pixel's colour is noisy; a patch of room is what shows)."""
@@ -249,8 +262,8 @@ def _colour_llr(s: MotionSettings, small_bgr: np.ndarray, table: np.ndarray) -> 
     return cv2.blur(llr, (3, 3))
 
 
-def _blurred(grey: np.ndarray, sigma: float) -> np.ndarray:
-    g = grey.astype(np.float32)
+def _blurred(img: np.ndarray, sigma: float) -> np.ndarray:
+    g = img.astype(np.float32)
     return cv2.GaussianBlur(g, (0, 0), sigma) if sigma > 0 else g
 
 
@@ -272,6 +285,20 @@ def _noise_update(noise: float, res: np.ndarray) -> float:
     return sigma if noise == 0.0 else 0.8 * noise + 0.2 * sigma
 
 
+@dataclass
+class _Noise:
+    """The stream's camera noise: robust sigma (levels) of the frame-to-frame residual after
+    motion, for the grey residual and for the colour one (largest channel change, ~2x grey's)."""
+
+    grey: float = 0.0
+    colour: float = 0.0
+
+
+def _threshold(s: MotionSettings, noise: float) -> float:
+    """The residual threshold: fixed, and never below ``noise_factor`` x the stream's noise."""
+    return max(s.residual_threshold, s.noise_factor * noise)
+
+
 def _new_state(ident: np.ndarray) -> np.ndarray:
     """Flow res HxWx4: [x, y] current pixel -> mask frame coords (identity), accumulated motion
     (0), scratch (the previous frame's blurred grey, so the frame-to-frame residual comes out of
@@ -279,6 +306,15 @@ def _new_state(ident: np.ndarray) -> np.ndarray:
     st = np.empty(ident.shape[:2] + (4,), np.float32)
     st[..., :2] = ident
     st[..., 2] = 0.0
+    return st
+
+
+def _direct_state(ident: np.ndarray, flow: np.ndarray, unexplained_px: float) -> np.ndarray:
+    """The state from one direct flow current -> mask frame (no chain): the motion on the way is
+    unknown, so it is unbounded everywhere (privacy first)."""
+    st = _new_state(ident)
+    st[..., :2] = ident + flow
+    st[..., 2] = unexplained_px
     return st
 
 
@@ -394,47 +430,82 @@ def _hidden(
 
 
 def _colour_gate_table(
-    s: MotionSettings, mask_frame: np.ndarray, halvings: int, small_alpha: np.ndarray
+    s: MotionSettings, small_bgr: np.ndarray | None, small_alpha: np.ndarray
 ) -> np.ndarray | None:
-    """The colour gate's table for a new mask (``mask_frame``: its full frame, halved here the
-    way ``observe`` halves every frame), or None when the gate is off or cannot say anything."""
-    if s.colour_llr is None or not s.hide_unexplained:
+    """The colour gate's table for a new mask (``small_bgr``: the mask frame in colour at flow
+    res), or None when the gate is off or cannot say anything."""
+    if s.colour_llr is None or not s.hide_unexplained or small_bgr is None:
         return None
-    return _colour_table(s, _halved(mask_frame, halvings), small_alpha)
+    return _colour_table(s, small_bgr, small_alpha)
 
 
 def _colour_gate(
-    s: MotionSettings, half: np.ndarray, halvings: int, table: np.ndarray | None
+    s: MotionSettings, small_bgr: np.ndarray | None, table: np.ndarray | None
 ) -> np.ndarray | None:
-    """This frame's colour score at flow res (``half``: the frame after the first halving), or
-    None without a table."""
-    if table is None:
+    """This frame's colour score at flow res (``small_bgr``: this frame in colour at flow res),
+    or None without a table."""
+    if table is None or small_bgr is None:
         return None
-    return _colour_llr(s, _halved(half, max(0, halvings - 1)), table)
+    return _colour_llr(s, small_bgr, table)
+
+
+_NO_COLOUR = np.zeros((0, 0, 3), np.float32)
+
+
+def _mask_ref(
+    s: MotionSettings, grey: np.ndarray, small_alpha: np.ndarray, bgr: np.ndarray | None
+) -> np.ndarray:
+    """What the change rule samples of the mask frame, flow res, float32: [blurred grey, alpha]
+    and, for the colour residual, its blurred B, G, R."""
+    ref = [_blurred(grey, s.residual_blur), small_alpha]
+    if s.residual_colour and bgr is not None:
+        ref.append(_blurred(bgr, s.residual_blur))
+    return np.dstack(ref)
+
+
+def _colour_noise(
+    s: MotionSettings, noise: float, prev_half: np.ndarray, half: np.ndarray, halvings: int,
+    back: np.ndarray,
+) -> float:  # fmt: skip
+    """The colour residual's noise, updated (``_noise_update``) from this frame vs the previous
+    one seen through the flow ``back`` (absolute coordinates), both in colour at flow res and
+    blurred as the change rule compares them."""
+    if not s.residual_colour or prev_half.ndim != 3 or prev_half.shape != half.shape:
+        return noise
+    prev = _blurred(_flow_colour(prev_half, halvings), s.residual_blur)
+    cur = _blurred(_flow_colour(half, halvings), s.residual_blur)
+    warped = cv2.remap(prev, back, None, cv2.INTER_LINEAR, None, _REPLICATE)
+    return _noise_update(noise, cv2.absdiff(cur, warped).max(axis=2))
 
 
 def _change_rule(
     s: MotionSettings,
     mask_ref: np.ndarray,
     blur_cur: np.ndarray,
+    bgr: np.ndarray | None,
+    table: np.ndarray | None,
     state: np.ndarray,
-    thr: float,
-    llr: np.ndarray | None,
+    thr: tuple[float, float],
 ) -> np.ndarray | None:
-    """The change rule: the mask frame (``mask_ref``: [blurred grey, alpha] at flow res) seen
-    through the state's map vs this frame (``blur_cur``); with the colour gate (``llr``, see
-    ``_colour_llr``) only where the colour is plausibly the room's. Returns where motion does
-    not explain the change (uint8 at flow res), or None."""
+    """The change rule: the mask frame (``mask_ref``, see ``_mask_ref``) seen through the state's
+    map vs this frame (``blur_cur``: blurred grey; ``bgr``: in colour at flow res, or None),
+    with the colour gate (``table``, see ``_colour_table``) only where the colour is plausibly
+    the room's. ``thr``: the grey and the colour residual's thresholds. Returns where motion
+    does not explain the change (uint8 at flow res), or None."""
     shape = blur_cur.shape
     small_alpha = np.empty(shape, np.float32)
     res = np.empty(shape, np.float32)
     motion = np.empty(shape, np.float32)
-    args = (thr, s.band_path, s.unexplained_px, small_alpha, res, motion)
-    if kernels.sample_mask_frame(mask_ref, state, blur_cur, *args) == 0:
+    colour = s.residual_colour and bgr is not None and mask_ref.shape[2] == 5
+    blur_bgr = _blurred(bgr, s.residual_blur) if colour else _NO_COLOUR
+    threshold = thr[1] if colour else thr[0]
+    args = (threshold, s.band_path, s.unexplained_px, small_alpha, res, motion)
+    if kernels.sample_mask_frame(mask_ref, state, blur_cur, blur_bgr, *args) == 0:
         return None
+    llr = _colour_gate(s, bgr, table)
     if llr is not None:
         np.copyto(res, 0.0, where=llr <= s.colour_llr)  # the person's colours: not the room
-    return _hidden(s, res, thr, small_alpha, motion)
+    return _hidden(s, res, threshold, small_alpha, motion)
 
 
 def warm_up() -> None:
@@ -478,15 +549,16 @@ class MotionCompensator:
         self._halvings = 0
         self._history: deque[_Entry] = deque(maxlen=max(2, self.settings.history_frames))
         self._ident: np.ndarray | None = None
-        self._noise = 0.0  # robust sigma of the frame-to-frame residual (grey levels)
+        self._noise = _Noise()
         self._observe_ms = 0.0
         self._mask_ms = 0.0  # new_mask's cost, reported with the next track()
         self._frames_seen = 0
         self._blur_cur: np.ndarray | None = None  # blurred grey of the newest frame (float32)
         self._half: np.ndarray | None = None  # the newest frame after one halving (colour)
+        self._prev_half: np.ndarray | None = None  # the frame before it, likewise
         self._colour: np.ndarray | None = None  # the active mask's colour table (_colour_table)
-        # the active mask: alpha, the mask frame at flow res (uint8, for DIS) and [blurred grey,
-        # alpha] (float32 HxWx2, warped by one remap); the state (see _new_state)
+        # the active mask: alpha, the mask frame at flow res (uint8, for DIS) and what the change
+        # rule samples of it (_mask_ref); the state (see _new_state)
         self._alpha: np.ndarray | None = None
         self._mask_grey8: np.ndarray | None = None
         self._mask_ref: np.ndarray | None = None
@@ -503,10 +575,6 @@ class MotionCompensator:
     def memory_bytes(self) -> int:
         """Bytes held by the history (bounded by ``history_frames``)."""
         return sum(e.grey.nbytes + (0 if e.back is None else e.back.nbytes) for e in self._history)
-
-    def _threshold(self) -> float:
-        s = self.settings
-        return max(s.residual_threshold, s.noise_factor * self._noise)
 
     def _advance(self, back: np.ndarray, blur_prev: np.ndarray | None = None) -> np.ndarray | None:
         """``back``: float32 flow this frame -> previous frame. Extend the state by one frame:
@@ -526,7 +594,7 @@ class MotionCompensator:
         s = self.settings
         if s.hide_band and s.hide_unexplained:
             acc = self._state[..., 2]
-            np.add(acc, s.unexplained_px, out=acc, where=res > self._threshold())
+            np.add(acc, s.unexplained_px, out=acc, where=res > _threshold(s, self._noise.grey))
 
     def _refine(self, grey: np.ndarray, force: bool = False) -> None:
         """Refine the map by a direct flow current -> mask frame, initialised with the map."""
@@ -541,13 +609,6 @@ class MotionCompensator:
         flow = self._dis_ref.calc(grey, self._mask_grey8, init)
         self._state[..., :2] = self._ident + flow
 
-    def _direct(self, mask_grey: np.ndarray, grey: np.ndarray) -> None:
-        """The map from one direct flow (no chain): the motion on the way is unknown, so it is
-        unbounded everywhere (privacy first)."""
-        self._state = _new_state(self._ident)
-        self._state[..., :2] = self._ident + self._dis.calc(grey, mask_grey, None)
-        self._state[..., 2] = self.settings.unexplained_px
-
     def observe(self, frame_id: int, frame: np.ndarray) -> None:
         """Every frame the compositor receives, in order (BGR uint8, full size)."""
         t0 = self.clock()
@@ -556,7 +617,9 @@ class MotionCompensator:
             self.reset()
             self._shape = frame.shape[:2]
             self._halvings = _halvings(self._shape, s.flow_width)
-        grey, self._half = _small_grey(frame, self._halvings)
+        self._prev_half = self._half
+        grey, half = _small_grey(frame, self._halvings)
+        self._half = half.copy() if half is frame else half  # kept a frame longer than the caller's
         if self._ident is None:
             self._ident = _identity(*grey.shape)
         blur_prev = self._blur_cur
@@ -568,10 +631,13 @@ class MotionCompensator:
             back = np.rint(flow * FLOW_Q).astype(np.int16)
             self._frames_seen += 1
             measure = self._frames_seen % s.noise_every == 1
+            if measure and self._prev_half is not None:
+                args = (self._prev_half, self._half, self._halvings, self._ident + flow)
+                self._noise.colour = _colour_noise(s, self._noise.colour, *args)
             if self._state is not None and self._cum_id == prev.frame_id:
                 res = self._advance(flow, blur_prev)
                 if measure:
-                    self._noise = _noise_update(self._noise, res)
+                    self._noise.grey = _noise_update(self._noise.grey, res)
                 self._occlusion_check(res)
                 self._refine(grey)
                 self._cum_id = frame_id
@@ -579,7 +645,8 @@ class MotionCompensator:
                 warped = cv2.remap(
                     blur_prev, self._ident + flow, None, cv2.INTER_LINEAR, None, _REPLICATE
                 )
-                self._noise = _noise_update(self._noise, cv2.absdiff(self._blur_cur, warped))
+                res = cv2.absdiff(self._blur_cur, warped)
+                self._noise.grey = _noise_update(self._noise.grey, res)
         self._history.append(_Entry(frame_id, grey, back))
         self._observe_ms = (self.clock() - t0) * 1e3
 
@@ -604,14 +671,16 @@ class MotionCompensator:
         idx = next((i for i, e in enumerate(hist) if e.frame_id == frame_id), None)
         grey = hist[idx].grey if idx is not None else _small_grey(mask_frame, self._halvings)[0]
         small = cv2.resize(self._alpha, grey.shape[::-1], interpolation=cv2.INTER_AREA)
-        self._mask_ref = np.dstack([_blurred(grey, s.residual_blur), small])
-        self._colour = _colour_gate_table(s, mask_frame, self._halvings, small)
+        bgr = _halved(mask_frame, self._halvings) if mask_frame.ndim == 3 else None
+        self._mask_ref = _mask_ref(s, grey, small, bgr)
+        self._colour = _colour_gate_table(s, bgr, small)
         self._mask_grey8 = grey
         self._state = _new_state(self._ident)
         if idx is not None and s.chain:
             self._replay(hist[idx:])
         elif idx is None or idx != len(hist) - 1:
-            self._direct(grey, hist[-1].grey)
+            flow = self._dis.calc(hist[-1].grey, grey, None)
+            self._state = _direct_state(self._ident, flow, s.unexplained_px)
         self._refine(hist[-1].grey, force=True)
         self._cum_id = hist[-1].frame_id
         self._buf = {}
@@ -643,12 +712,14 @@ class MotionCompensator:
         cur = self._history[-1]
         if self._cum_id != cur.frame_id:
             # observe() missed this frame (should not happen): a direct flow, never the mask as is
-            self._direct(self._mask_grey8, cur.grey)
+            flow = self._dis.calc(cur.grey, self._mask_grey8, None)
+            self._state = _direct_state(self._ident, flow, self.settings.unexplained_px)
             self._cum_id = cur.frame_id
         s, hidden = self.settings, None
         if s.hide_unexplained:
-            llr = _colour_gate(s, self._half, self._halvings, self._colour)
-            args = (self._mask_ref, self._blur_cur, self._state, self._threshold(), llr)
+            bgr = _flow_colour(self._half, self._halvings)
+            thr = (_threshold(s, self._noise.grey), _threshold(s, self._noise.colour))
+            args = (self._mask_ref, self._blur_cur, bgr, self._colour, self._state, thr)
             hidden = _change_rule(s, *args)
         alpha, n_hidden = _warp_alpha(self._alpha, self._state, hidden, self._buf)
         ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3

@@ -324,3 +324,33 @@ def test_colour_gate_keeps_a_change_in_the_persons_colours(gate):
             assert float(alpha[probe].mean()) > 0.9
         else:
             assert float(alpha[probe].mean()) < 0.3
+
+
+@pytest.mark.parametrize("colour", [True, False])
+def test_colour_residual_sees_the_room_at_the_persons_brightness(colour):
+    """The person (a red, grey level ~100) leans back: a 6 px ring at their edge now shows the
+    room, a green of the same grey level, with no motion that explains it. Grey alone sees no
+    change there (the residual is ~2 levels), so without the colour residual the room shows
+    sharp through the old silhouette; with it, the ring is hidden."""
+    grain = texture(H, W, 0, seed=7).astype(np.float32) * 0.3
+    room = np.clip(np.float32((40, 150, 30)) + grain, 0, 255).astype(np.uint8)  # grey ~101
+    red = np.clip(np.float32((40, 60, 200)) + grain[::-1], 0, 255).astype(np.uint8)  # grey ~100
+    mask = person_mask(160, 100)
+    still = np.where(mask[..., None] > 0, red, room)
+    inner = cv2.erode(mask, np.ones((13, 13), np.uint8))  # the person 6 px thinner
+    leaned = np.where(inner[..., None] > 0, red, room)
+    grey = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY).astype(np.float32) for f in (still, leaned)]
+    ring = (mask > 0) & (inner == 0)
+    assert np.abs(grey[0] - grey[1])[ring].mean() < 6  # the change is in hue, not brightness
+    dist = cv2.distanceTransform((mask > 0).astype(np.uint8), cv2.DIST_L2, 3)
+    probe = ring & (dist > 1.5) & (dist < 4.5)  # away from the mixed pixels at either side
+    comp = MotionCompensator(MotionSettings(residual_colour=colour))
+    for i, f in enumerate([still, still, leaned, leaned]):
+        comp.observe(i, f)
+    comp.new_mask(mask, 0, still)
+    alpha = comp.track(3, leaned).alpha
+    if colour:
+        assert float(alpha[probe].max()) < 0.5
+        assert float(alpha[cv2.erode(inner, np.ones((9, 9), np.uint8)) > 0].min()) > 0.9
+    else:
+        assert float(alpha[probe].mean()) > 0.9  # what the grey rule alone lets through
