@@ -6,11 +6,12 @@ frame F_k = k * S * fps and delivers it ``latency`` = S later, at frame C_k = F_
 C_k until the next arrival every frame gets the mask of F_k (so the applied mask is S..2S old).
 Frames before the first arrival are not scored (the compositor fails closed there).
 
-What is compared, all at the compositor's working resolution (compose.working_size, 320 px wide
-for 640 px frames): the reference is the *fresh* selfie mask of the shown frame itself, turned
-into alpha the way compose.accept_mask does it (soft_alpha of the probability, no temporal
-smoothing); the applied alpha is either the stale mask's alpha as is ("none") or that alpha
-carried by MotionCompensator ("motion" variants). Both are thresholded at 0.5 (= 128 of 255):
+What is compared, all at the compositor's working resolution (compose.working_size, 160 px
+wide for 640 and 1280 px frames): the reference is the *fresh* selfie mask of the shown frame
+itself, turned into alpha the way compose.accept_mask does it (soft_alpha of the probability,
+no temporal smoothing); the applied alpha is either the stale mask's alpha as is ("none") or
+that alpha carried by MotionCompensator ("motion" variants). Both are thresholded at 0.5 (= 128
+of 255):
 
 * IoU of applied >= 0.5 vs fresh >= 0.5;
 * room shown = share of the frame where applied >= 0.5 but fresh < 0.5 (mean and p99 over frames);
