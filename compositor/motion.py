@@ -463,19 +463,24 @@ def _mask_ref(
     return np.dstack(ref)
 
 
+def _residual_after_flow(prev: np.ndarray, cur: np.ndarray, back: np.ndarray) -> np.ndarray:
+    """|this frame - the previous one seen through the flow ``back`` (absolute coordinates)|,
+    both blurred; for colour, the largest channel change (the change rule's residual)."""
+    res = cv2.absdiff(cur, cv2.remap(prev, back, None, cv2.INTER_LINEAR, None, _REPLICATE))
+    return res.max(axis=2) if res.ndim == 3 else res
+
+
 def _colour_noise(
     s: MotionSettings, noise: float, prev_half: np.ndarray, half: np.ndarray, halvings: int,
     back: np.ndarray,
 ) -> float:  # fmt: skip
     """The colour residual's noise, updated (``_noise_update``) from this frame vs the previous
-    one seen through the flow ``back`` (absolute coordinates), both in colour at flow res and
-    blurred as the change rule compares them."""
+    one, both in colour at flow res and blurred as the change rule compares them."""
     if not s.residual_colour or prev_half.ndim != 3 or prev_half.shape != half.shape:
         return noise
     prev = _blurred(_flow_colour(prev_half, halvings), s.residual_blur)
     cur = _blurred(_flow_colour(half, halvings), s.residual_blur)
-    warped = cv2.remap(prev, back, None, cv2.INTER_LINEAR, None, _REPLICATE)
-    return _noise_update(noise, cv2.absdiff(cur, warped).max(axis=2))
+    return _noise_update(noise, _residual_after_flow(prev, cur, back))
 
 
 def _change_rule(
@@ -485,20 +490,21 @@ def _change_rule(
     bgr: np.ndarray | None,
     table: np.ndarray | None,
     state: np.ndarray,
-    thr: tuple[float, float],
+    noise: _Noise,
 ) -> np.ndarray | None:
     """The change rule: the mask frame (``mask_ref``, see ``_mask_ref``) seen through the state's
     map vs this frame (``blur_cur``: blurred grey; ``bgr``: in colour at flow res, or None),
     with the colour gate (``table``, see ``_colour_table``) only where the colour is plausibly
-    the room's. ``thr``: the grey and the colour residual's thresholds. Returns where motion
-    does not explain the change (uint8 at flow res), or None."""
+    the room's; the threshold above the stream's ``noise`` of the residual used. Returns where
+    motion does not explain the change (uint8 at flow res), or None."""
     shape = blur_cur.shape
     small_alpha = np.empty(shape, np.float32)
     res = np.empty(shape, np.float32)
     motion = np.empty(shape, np.float32)
-    colour = s.residual_colour and bgr is not None and mask_ref.shape[2] == 5
+    # mask_ref holds the mask frame's colour only with residual_colour on and a colour stream
+    colour = bgr is not None and mask_ref.shape[2] == 5
     blur_bgr = _blurred(bgr, s.residual_blur) if colour else _NO_COLOUR
-    threshold = thr[1] if colour else thr[0]
+    threshold = _threshold(s, noise.colour if colour else noise.grey)
     args = (threshold, s.band_path, s.unexplained_px, small_alpha, res, motion)
     if kernels.sample_mask_frame(mask_ref, state, blur_cur, blur_bgr, *args) == 0:
         return None
@@ -642,10 +648,7 @@ class MotionCompensator:
                 self._refine(grey)
                 self._cum_id = frame_id
             elif measure:
-                warped = cv2.remap(
-                    blur_prev, self._ident + flow, None, cv2.INTER_LINEAR, None, _REPLICATE
-                )
-                res = cv2.absdiff(self._blur_cur, warped)
+                res = _residual_after_flow(blur_prev, self._blur_cur, self._ident + flow)
                 self._noise.grey = _noise_update(self._noise.grey, res)
         self._history.append(_Entry(frame_id, grey, back))
         self._observe_ms = (self.clock() - t0) * 1e3
@@ -718,8 +721,7 @@ class MotionCompensator:
         s, hidden = self.settings, None
         if s.hide_unexplained:
             bgr = _flow_colour(self._half, self._halvings)
-            thr = (_threshold(s, self._noise.grey), _threshold(s, self._noise.colour))
-            args = (self._mask_ref, self._blur_cur, bgr, self._colour, self._state, thr)
+            args = (self._mask_ref, self._blur_cur, bgr, self._colour, self._state, self._noise)
             hidden = _change_rule(s, *args)
         alpha, n_hidden = _warp_alpha(self._alpha, self._state, hidden, self._buf)
         ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3
