@@ -704,10 +704,35 @@ def merge_stats(stats_dir: Path, dest: Path) -> dict:
     return merged
 
 
+def ephemeral_range(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> range:
+    """The ports the kernel gives outgoing connections (Linux; IANA's 49152..65535 elsewhere)."""
+    try:
+        low, high = (int(x) for x in path.read_text().split())
+        return range(low, high + 1)
+    except (OSError, ValueError):
+        return range(49152, 65536)
+
+
+def port_base_warning(links: str, port_base: int, ephemeral: range) -> str | None:
+    """Why TCP links in the ephemeral range are a bad idea, or None. A stage that connects before
+    its peer has bound can be handed the peer's own port as its source and connect to itself (TCP
+    simultaneous open); the peer then cannot bind and the call shows nothing. Rare, so a warning
+    the user can act on rather than a refusal."""
+    if links != "tcp" or not ephemeral or port_base + 3 < ephemeral[0] or port_base > ephemeral[-1]:
+        return None
+    return (
+        f"warning: --port-base {port_base} overlaps the ephemeral ports "
+        f"{ephemeral[0]}..{ephemeral[-1]}, which outgoing connections take; pick a base below "
+        f"{ephemeral[0]} (the default is {DEFAULT_PORT_BASE})"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
     try:
         check(a)
+        if warning := port_base_warning(a.links, a.port_base, ephemeral_range()):
+            log(warning)
         make_missing_keys(a)
         with private_folder() as folder:
             ep = links(a, folder)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,16 +33,25 @@ needs_shared = pytest.mark.skipif(
 )
 
 
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out to outgoing connections (Linux; IANA's 49152 else)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
 def free_port_base(n: int = 4) -> int:
-    """A base port with n free consecutive ports (checked by binding them)."""
+    """A base port with n free consecutive ports (checked by binding them), below the kernel's
+    ephemeral range. Inside it, a stage that connects before its peer has bound can be given the
+    peer's own port as its source and connect to itself (TCP simultaneous open), after which the
+    peer cannot bind: a run that shows nothing, rarely, on a busy machine."""
+    top = max(min(_ephemeral_low(), 65536) - n, 20001)
+    rng = random.Random()
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n > 65000:
-            continue
+        base = rng.randrange(20000, top)
+        socks: list[socket.socket] = []
         try:
-            socks = []
             for i in range(n):
                 t = socket.socket()
                 socks.append(t)
@@ -222,16 +232,19 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
     p.stop_all()
 
 
+def stats_now(path: Path) -> dict:
+    """A stats file as it is now, {} before its first complete write: for predicates inside a
+    ``wait_for`` whose own deadline must govern (a stage on a loaded machine may take longer than
+    ``read_json``'s 5 s to write its first stats)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def read_json(path: Path, timeout: float = 5.0) -> dict:
     """A stats file, waiting (up to ``timeout``) for its first complete write."""
-
-    def parsed():
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    return wait_for(parsed, timeout, f"stats at {path}", step=0.05)
+    return wait_for(lambda: stats_now(path) or None, timeout, f"stats at {path}", step=0.05)
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.2):

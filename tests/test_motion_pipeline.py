@@ -19,7 +19,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tests.conftest import MEDIA, SELFIE, Procs, launch, needs_shared, read_json, wait_for
+from tests.conftest import (
+    MEDIA,
+    SELFIE,
+    Procs,
+    launch,
+    needs_shared,
+    read_json,
+    stats_now,
+    wait_for,
+)
 
 pytestmark = needs_shared
 
@@ -123,7 +132,7 @@ def test_frozen_worker_with_a_moving_person_still_hides_the_room(tmp_path):
             "display", "--headless", "--connect", ep[2], "--control", ep[3], "--output", rec
         )
         stats = tmp_path / "comp.json"
-        wait_for(lambda: read_json(stats).get("masks_applied", 0) >= 2, 60, "two masks applied")
+        wait_for(lambda: stats_now(stats).get("masks_applied", 0) >= 2, 60, "two masks applied")
         os.kill(worker.pid, signal.SIGSTOP)
         shown = read_json(stats)["frames_composited"]
         wait_for(

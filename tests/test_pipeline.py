@@ -221,6 +221,14 @@ class Running:
 
         return wait_for(found, timeout, what, step=0.05)
 
+    def until(self, predicate, timeout, what):
+        """``wait_for`` whose failure carries the launcher's log: a run that shows nothing on a
+        loaded CI machine must say why in the report, not only that it timed out."""
+        try:
+            return wait_for(predicate, timeout, what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; launch.py said:\n{self.text()[-4000:]}") from None
+
     def links(self):
         m = self.wait_line(
             r"links: frames (\S+) workers (\S+) output (\S+) control (\S+)", 30, "links"
@@ -323,7 +331,7 @@ def test_call_survives_a_killed_compositor_and_then_a_killed_capture(tmp_path):
     try:
         folder = Path(call.links()["frames"][len("ipc://") :]).parent
         display = folder / "display.json"
-        wait_for(lambda: (_snapshot(display) or (0, 0))[1] > 30, 90, "frames on the display")
+        call.until(lambda: (_snapshot(display) or (0, 0))[1] > 30, 90, "frames on the display")
         for victim in ("compositor", "capture"):
             assert _kill_and_time_the_return(call, folder, victim) <= 2.0, victim
         assert call.stop() == 128 + signal.SIGTERM
@@ -407,7 +415,7 @@ def test_another_local_user_cannot_reach_the_links(tmp_path):
         folder = Path(eps["frames"][len("ipc://") :]).parent
         assert all(e.startswith(f"ipc://{folder}/") for e in eps.values())
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-        wait_for(lambda: (_snapshot(folder / "display.json") or (0, 0))[1] > 0, 90, "pictures")
+        call.until(lambda: (_snapshot(folder / "display.json") or (0, 0))[1] > 0, 90, "pictures")
         own = _probe([sys.executable], eps)  # the probe works: its owner reaches every link
         assert all(own[f"{n}_connected"] and own[f"{n}_unix"] == "connected" for n in eps), own
         assert own["frame_received"] and own["control_sent"], own
@@ -481,7 +489,9 @@ def test_tcp_links_are_encrypted_with_a_key_only_this_run_has(tmp_path):
         assert stat.S_IMODE(keys.parent.stat().st_mode) == 0o700
         secret = keys / "link.key_secret"
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
-        wait_for(lambda: (_snapshot(keys.parent / "display.json") or (0, 0))[1] > 0, 90, "pictures")
+        call.until(
+            lambda: (_snapshot(keys.parent / "display.json") or (0, 0))[1] > 0, 90, "pictures"
+        )
         ready = msgpack.packb({"p": "pcam", "v": 2, "kind": "ready", "worker": "probe"}).hex()
         probe = [sys.executable, "-c", TCP_PROBE, json.dumps(eps), ready]
 

@@ -243,3 +243,20 @@ def test_the_example_config_file_is_valid_and_the_command_line_wins():
     a = launch.parse_args(["--config", str(path)])
     assert (a.model, a.blur, a.mirror) == ("selfie", 2.0, True)
     assert launch.parse_args(["--config", str(path), "--blur", "4"]).blur == 4.0
+
+
+def test_tcp_ports_inside_the_ephemeral_range_are_warned_about(tmp_path):
+    """A base whose four ports touch the kernel's outgoing-connection range gets a warning (a
+    stage can connect to itself there); below or above it, or with ipc links, none."""
+    eph = range(32768, 61000)
+    assert launch.port_base_warning("tcp", 5550, eph) is None
+    assert launch.port_base_warning("tcp", 32764, eph) is None  # 32764..32767: just below
+    assert "32768..60999" in launch.port_base_warning("tcp", 32765, eph)
+    assert launch.port_base_warning("tcp", 40000, eph) is not None
+    assert launch.port_base_warning("tcp", 60999, eph) is not None
+    assert launch.port_base_warning("tcp", 61000, eph) is None
+    assert launch.port_base_warning("ipc", 40000, eph) is None
+    (tmp_path / "r").write_text("40000\t40100\n")
+    assert launch.ephemeral_range(tmp_path / "r") == range(40000, 40101)
+    (tmp_path / "r").write_text("garbage")
+    assert launch.ephemeral_range(tmp_path / "r") == range(49152, 65536)

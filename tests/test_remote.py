@@ -24,6 +24,7 @@ from tests.conftest import (
     read_json,
     start_core,
     start_worker,
+    stats_now,
     wait_for,
 )
 
@@ -68,7 +69,7 @@ def test_remote_worker_with_keys_works_and_others_get_nothing(procs, tmp_path, p
     infer = start_remote_pipeline(procs, tmp_path, port_base, here, keys)
     start_worker(procs, infer, "--keys", bundle, name="laptop", prefix=there)
     wait_for(
-        lambda: read_json(tmp_path / "comp.json").get("masks_by_worker", {}).get("laptop", 0) > 5,
+        lambda: stats_now(tmp_path / "comp.json").get("masks_by_worker", {}).get("laptop", 0) > 5,
         40,
         "masks from the remote worker",
     )
@@ -107,7 +108,7 @@ def test_remote_worker_with_keys_works_and_others_get_nothing(procs, tmp_path, p
     assert "Traceback" not in log and "reconnecting" not in log
     assert read_json(tmp_path / "stranger.json").get("frames_received", 0) == 0
     wait_for(
-        lambda: read_json(tmp_path / "comp.json").get("peers_refused", 0) >= 2,
+        lambda: stats_now(tmp_path / "comp.json").get("peers_refused", 0) >= 2,
         15,
         "both refusals counted",
     )
@@ -165,7 +166,7 @@ def test_garbage_and_oversized_messages_to_every_port_are_survived(procs, tmp_pa
     ep = endpoints(port_base)
     start_core(procs, port_base, tmp_path, display_args=("--stats-json", tmp_path / "disp.json"))
     start_worker(procs, ep[1])
-    wait_for(lambda: read_json(tmp_path / "comp.json").get("masks_applied", 0) > 5, 40, "masks")
+    wait_for(lambda: stats_now(tmp_path / "comp.json").get("masks_applied", 0) > 5, 40, "masks")
     rng = np.random.default_rng(0)
     for i in range(4):  # raw garbage at every bound port (capture's and the compositor's)
         with socket.create_connection(("127.0.0.1", port_base + i), timeout=5) as c:

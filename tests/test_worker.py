@@ -20,7 +20,16 @@ import pytest
 import zmq
 
 from common import protocol, security
-from tests.conftest import REPO, SELFIE, env, needs_shared, read_json, start_worker, wait_for
+from tests.conftest import (
+    REPO,
+    SELFIE,
+    env,
+    needs_shared,
+    read_json,
+    start_worker,
+    stats_now,
+    wait_for,
+)
 
 FROM_WORKER = (protocol.Ready, protocol.Mask)
 Got = tuple[bytes, protocol.Message, float]  # identity, message, arrival time
@@ -106,7 +115,7 @@ def test_ready_frame_mask_heartbeat_on_the_wire(procs, tmp_path, comp):
     comp.heartbeat(who)  # an idle worker answers a heartbeat with READY
     again, ready, _ = comp.expect(protocol.Ready, 10, "READY answering the heartbeat")
     assert again == who
-    wait_for(lambda: read_json(tmp_path / "w.json").get("masks_sent") == 1, 10, "worker stats")
+    wait_for(lambda: stats_now(tmp_path / "w.json").get("masks_sent") == 1, 10, "worker stats")
 
 
 @needs_shared
@@ -149,7 +158,7 @@ def test_frames_that_queued_up_get_one_mask_for_the_newest(procs, tmp_path, comp
     # holds a few: at most one more batch); answered one by one it would be all six
     assert len(answered) <= 3, answered
     assert not comp.router.poll(500)  # nothing more: no backlog being worked through
-    s = wait_for(lambda: (s := read_json(tmp_path / "w.json")).get("masks_sent") and s, 10, "stats")
+    s = wait_for(lambda: (s := stats_now(tmp_path / "w.json")).get("masks_sent") and s, 10, "stats")
     assert s["frames_skipped"] == 6 - len(answered)
 
 
@@ -186,7 +195,7 @@ def test_mask_interval_rests_before_asking_and_keeps_masks_fresh(procs, tmp_path
     _, m3, _ = comp.expect(protocol.Mask, 30, "the next mask")
     assert m3.frame_id == fid3 != declined
     wait_for(
-        lambda: read_json(tmp_path / "w.json").get("frames_declined", 0) >= 1,
+        lambda: stats_now(tmp_path / "w.json").get("frames_declined", 0) >= 1,
         10,
         "the declined frame counted",
     )

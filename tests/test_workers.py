@@ -17,6 +17,7 @@ from tests.conftest import (
     read_json,
     start_core,
     start_worker,
+    stats_now,
     wait_for,
 )
 
@@ -28,7 +29,7 @@ def worker(procs, port_base, name, *extra):
 
 
 def by_worker(tmp_path):
-    return read_json(tmp_path / "comp.json").get("masks_by_worker", {})
+    return stats_now(tmp_path / "comp.json").get("masks_by_worker", {})
 
 
 def test_two_workers_both_contribute(tmp_path, port_base):
