@@ -222,11 +222,18 @@ class Running:
         return wait_for(found, timeout, what, step=0.05)
 
     def until(self, predicate, timeout, what):
-        """``wait_for`` whose failure carries the launcher's log: a run that shows nothing on a
-        loaded CI machine must say why in the report, not only that it timed out."""
+        """``wait_for`` that fails at once if the launcher ended, and whose failure carries its log:
+        a run that shows nothing on a loaded CI machine must say why, not only that it timed out."""
+
+        def done():
+            assert self.proc.poll() is None, f"launch.py ended:\n{self.text()[-4000:]}"
+            return predicate()
+
         try:
-            return wait_for(predicate, timeout, what)
+            return wait_for(done, timeout, what)
         except AssertionError as e:
+            if "launch.py ended" in str(e):
+                raise
             raise AssertionError(f"{e}; launch.py said:\n{self.text()[-4000:]}") from None
 
     def links(self):
