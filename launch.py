@@ -563,13 +563,19 @@ class Spawner:
         self.spares: dict[str, subprocess.Popen] = {}
         self.wanted: dict[str, tuple[Stage, float]] = {}  # spares to start, and when
         self.active: set[int] = set()  # pids whose exit is the stage's exit
+        # Held from a process's start (or a spare's "go") until its pid is in ``active``, and by
+        # the pump before it looks there: a stage that exits at once (a bad flag, a crash on
+        # import) on a loaded machine must not be found "not active" and its exit lost, which
+        # left the supervisor waiting for it forever.
+        self._starting = threading.Lock()
         self.env = dict(os.environ, PYTHONUNBUFFERED="1")
         here = str(Path(__file__).resolve().parent)
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
 
     def __call__(self, stage: Stage) -> subprocess.Popen:
-        proc = self._take_spare(stage.name) or self._popen(stage.name, stage.command)
-        self.active.add(proc.pid)
+        with self._starting:
+            proc = self._take_spare(stage.name) or self._popen(stage.name, stage.command)
+            self.active.add(proc.pid)
         if stage.standby and stage.command[1:2] == ["-m"]:
             self.wanted[stage.name] = (stage, time.monotonic() + SPARE_DELAY_S)
         return proc
@@ -619,8 +625,9 @@ class Spawner:
             if line.startswith(f"{name}: error:") or ": error: " in line:
                 self.errors[name] = line.strip()
         rc = proc.wait()
-        if proc.pid in self.active:
-            self.events.put(("exit", name, rc))
+        with self._starting:
+            if proc.pid in self.active:
+                self.events.put(("exit", name, rc))
 
     def close(self) -> None:
         """Stop the unused spares."""

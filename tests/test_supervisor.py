@@ -2,6 +2,7 @@
 smoke test with real child processes."""
 
 import os
+import queue
 import signal
 import sys
 import time
@@ -249,3 +250,21 @@ def test_smoke_real_processes(capsys):
     assert "stubborn did not stop in 1 s, killing it" in out
     assert not alive(int(out.split("stubborn | pid ")[1].split()[0]))
     assert 1.5 <= elapsed < 30
+
+
+def test_a_stage_that_exits_at_once_is_never_lost():
+    """The exit of a stage that ends before the launcher has registered it (a bad flag on a
+    loaded machine) still reaches the supervisor. The registration is slowed on purpose, as a
+    descheduled launcher thread would be; before the fix the exit was dropped and the launcher
+    waited forever (seen under load in ``test_smoke_real_processes``)."""
+
+    class SlowSet(set):
+        def add(self, pid):
+            time.sleep(0.5)
+            super().add(pid)
+
+    events = queue.SimpleQueue()
+    spawner = launch.Spawner(events, 5)
+    spawner.active = SlowSet()
+    spawner(Stage("quick", [sys.executable, "-c", "import sys; sys.exit(4)"]))
+    assert events.get(timeout=15) == ("exit", "quick", 4)
