@@ -260,6 +260,8 @@ def test_a_picture_waiting_for_a_slow_display_is_not_overwritten_by_later_frames
             c.capture.send_multipart(frame_parts(i, shape=BIG))
         n = c.core.stats.counts
         wait_for(lambda: n["frames_received"] + n["frames_dropped"] >= 20, 20, "frames rendered")
+        # a deadline of its own: under load the rendering above took most of the first one
+        deadline = time.monotonic() + DEADLINE_S
         for _ in range(2):  # what was queued, then the newest
             out = recv(display, protocol.Output, deadline)
             mean = float(out.image.mean())

@@ -59,11 +59,15 @@ class FakeCompositor:
         return identity, msg, at
 
     def frame(self, identity: bytes, image: np.ndarray, stream: int = 7) -> tuple[int, float]:
-        """Send the next numbered frame; returns (frame_id, when sent)."""
+        """Send the next numbered frame; returns (frame_id, when sent). The time is taken before
+        the send: taken after it, a test thread descheduled in between (a loaded CI machine)
+        stamped the frame later than the worker received it, and a lower bound counted from it
+        came out a few ms short."""
         self.next_id += 1
         msg = protocol.Frame(frame_id=self.next_id, ts=time.time(), stream=stream, image=image)
+        sent = time.monotonic()
         self.router.send_multipart([identity, *protocol.encode(msg)])
-        return self.next_id, time.monotonic()
+        return self.next_id, sent
 
     def heartbeat(self, identity: bytes) -> None:
         self.router.send_multipart([identity, *protocol.encode(protocol.Heartbeat())])
