@@ -33,20 +33,14 @@ needs_shared = pytest.mark.skipif(
 )
 
 
-def _ephemeral_low() -> int:
-    """The first port the kernel hands out to outgoing connections (Linux; IANA's 49152 else)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 49152
-
-
 def free_port_base(n: int = 4) -> int:
     """A base port with n free consecutive ports (checked by binding them), below the kernel's
     ephemeral range. Inside it, a stage that connects before its peer has bound can be given the
     peer's own port as its source and connect to itself (TCP simultaneous open), after which the
     peer cannot bind: a run that shows nothing, rarely, on a busy machine."""
-    top = max(min(_ephemeral_low(), 65536) - n, 20001)
+    from launch import ephemeral_range  # the launcher's own reading of the range
+
+    top = max(min(ephemeral_range().start, 65536) - n, 20001)
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(20000, top)
