@@ -36,6 +36,10 @@ MAX_SIDE = 8192  # larger pictures are refused: protects memory against a hostil
 MAX_ID = 2**63 - 1  # frame ids and stream ids are non-negative int64
 MAX_TEXT = 64  # worker and model names
 MAX_HEADER_BYTES = 4096  # a header is ~200 bytes; anything bigger is not ours
+# A mask may be smaller than its frame (a model's own grid) but must have the frame's aspect:
+# width/height within this share of the frame's (the rounding of small grids). Part of the wire
+# contract: the worker sends a smaller grid only within it, the compositor refuses anything else.
+MASK_ASPECT_TOLERANCE = 0.02
 
 
 class ProtocolError(ValueError):

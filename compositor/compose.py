@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from common.errors import FatalError
+from common.protocol import MASK_ASPECT_TOLERANCE
 from compositor import kernels
 from compositor.background import (  # noqa: F401  (fit_background: part of the compose API)
     Background,
@@ -85,8 +86,9 @@ TUTORIAL_SIGMA_AT_600 = 6.5
 TEMPORAL_KEEP = 0.85
 # Fail-closed blur: sigma as a fraction of the working width (1/10: only colour blobs remain).
 FAIL_CLOSED_SIGMA_FRACTION = 0.1
-# Aspect-ratio tolerance between a mask and the frame it is applied to (rounding of sizes).
-ASPECT_TOLERANCE = 0.02
+# Aspect-ratio tolerance between a mask and the frame it is applied to (rounding of sizes): the
+# wire contract's (common/protocol.py).
+ASPECT_TOLERANCE = MASK_ASPECT_TOLERANCE
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from common.errors import FatalError
+from common.protocol import MASK_ASPECT_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,17 @@ class Segmentation:
     native: np.ndarray | None = None
 
     def wire_mask(self, frame_shape: tuple[int, ...]) -> np.ndarray:
-        """The mask to send for a frame of ``frame_shape``: the native grid if it fits."""
+        """The mask to send for a frame of ``frame_shape``: the native grid if it fits, i.e. no
+        larger than the frame and of its aspect. Why the aspect check: a grid only a few cells
+        high (a very wide frame, e.g. 3840x96 -> 256x6) is rounded away from the frame's aspect,
+        and the compositor would refuse every such mask (the call would stay hidden)."""
         n = self.native
-        if n is not None and n.shape[0] <= frame_shape[0] and n.shape[1] <= frame_shape[1]:
-            return n
-        return self.mask
+        if n is None or n.shape[0] > frame_shape[0] or n.shape[1] > frame_shape[1]:
+            return self.mask
+        fh, fw = frame_shape[:2]
+        if abs(n.shape[1] / n.shape[0] - fw / fh) > 0.5 * MASK_ASPECT_TOLERANCE * fw / fh:
+            return self.mask
+        return n
 
 
 @dataclass(frozen=True)

@@ -114,3 +114,21 @@ def test_native_mask_is_the_letterbox_free_model_grid_and_fits_the_frame():
         144,
         256,
     )
+
+
+def test_every_mask_the_worker_sends_is_one_the_compositor_accepts():
+    """Frames of any aspect the capture stage can make (16..3840 wide): the mask sent (native grid
+    or frame-sized) passes the compositor's check. A grid a few cells high is rounded off the
+    frame's aspect (1280x32 -> 256x6): then the frame-sized mask goes instead, or every mask
+    would be refused and the call stay hidden."""
+    from compositor.maskslot import mask_problem
+
+    seg = open_segmenter("selfie", MODEL, SegmenterOptions())
+    sizes = [(1280, 32), (3840, 96), (640, 16), (16, 640), (641, 359), (1000, 10), (640, 360)]
+    natives = 0
+    for w, h in sizes:
+        frame = np.full((h, w, 3), 90, np.uint8)
+        sent = seg.segment(frame).wire_mask(frame.shape)
+        assert mask_problem(sent.shape, frame.shape) == "", (w, h, sent.shape)
+        natives += sent.shape != (h, w)
+    assert natives >= 2  # the grid is still what goes wherever it fits
