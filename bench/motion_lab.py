@@ -203,7 +203,6 @@ class ColourCue(MotionCompensator):
             _NO_COLOUR,
             Tracked,
             _colour_gate,
-            _flow_colour,
             _hidden,
             _threshold,
             _warp_alpha,
@@ -211,7 +210,7 @@ class ColourCue(MotionCompensator):
 
         t0 = self.clock()
         s = self.settings
-        llr = _colour_gate(s, _flow_colour(self._half, self._halvings), self._colour)
+        llr = _colour_gate(s, self._cur_colour.plain(), self._colour)
         small_alpha, res, motion = (np.empty(llr.shape, np.float32) for _ in range(3))
         thr = _threshold(s, self._noise.grey)
         args = (thr, s.band_path, s.unexplained_px, small_alpha, res, motion)

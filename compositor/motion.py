@@ -467,43 +467,69 @@ def _residual_after_flow(prev: np.ndarray, cur: np.ndarray, back: np.ndarray) ->
     """|this frame - the previous one seen through the flow ``back`` (absolute coordinates)|,
     both blurred; for colour, the largest channel change (the change rule's residual)."""
     res = cv2.absdiff(cur, cv2.remap(prev, back, None, cv2.INTER_LINEAR, None, _REPLICATE))
-    return res.max(axis=2) if res.ndim == 3 else res
+    if res.ndim != 3:
+        return res
+    # not res.max(axis=2): numpy's reduction over a 3-long last axis took ~0.8 ms at 160x90
+    return np.maximum(np.maximum(res[..., 0], res[..., 1]), res[..., 2])
 
 
 def _colour_noise(
-    s: MotionSettings, noise: float, prev_half: np.ndarray, half: np.ndarray, halvings: int,
+    s: MotionSettings, noise: float, prev: np.ndarray | None, cur: np.ndarray | None,
     back: np.ndarray,
 ) -> float:  # fmt: skip
     """The colour residual's noise, updated (``_noise_update``) from this frame vs the previous
-    one, both in colour at flow res and blurred as the change rule compares them."""
-    if not s.residual_colour or prev_half.ndim != 3 or prev_half.shape != half.shape:
+    one (``cur``, ``prev``: in colour at flow res and blurred as the change rule compares them,
+    see ``_FlowColour``; None for a grey stream)."""
+    if not s.residual_colour or prev is None or cur is None or prev.shape != cur.shape:
         return noise
-    prev = _blurred(_flow_colour(prev_half, halvings), s.residual_blur)
-    cur = _blurred(_flow_colour(half, halvings), s.residual_blur)
     return _noise_update(noise, _residual_after_flow(prev, cur, back))
+
+
+class _FlowColour:
+    """One frame in colour at flow resolution, plain (the colour gate) and blurred (the colour
+    residual and the noise measure), each made at most once, when first asked for.
+
+    Why: the change rule and the noise measure both need them, for this frame and (the noise)
+    the previous one; made separately they were two more halvings and blurs on noise frames."""
+
+    def __init__(self, half: np.ndarray, halvings: int, blur: float):
+        self._half, self._halvings, self._blur = half, halvings, blur
+        self._plain: np.ndarray | None = None
+        self._blurred: np.ndarray | None = None
+
+    def plain(self) -> np.ndarray | None:
+        if self._plain is None and self._half.ndim == 3:
+            self._plain = _flow_colour(self._half, self._halvings)
+        return self._plain
+
+    def blurred(self) -> np.ndarray | None:
+        if self._blurred is None and self._half.ndim == 3:
+            self._blurred = _blurred(self.plain(), self._blur)
+        return self._blurred
 
 
 def _change_rule(
     s: MotionSettings,
     mask_ref: np.ndarray,
     blur_cur: np.ndarray,
-    bgr: np.ndarray | None,
+    cur: _FlowColour,
     table: np.ndarray | None,
     state: np.ndarray,
     noise: _Noise,
 ) -> np.ndarray | None:
     """The change rule: the mask frame (``mask_ref``, see ``_mask_ref``) seen through the state's
-    map vs this frame (``blur_cur``: blurred grey; ``bgr``: in colour at flow res, or None),
-    with the colour gate (``table``, see ``_colour_table``) only where the colour is plausibly
-    the room's; the threshold above the stream's ``noise`` of the residual used. Returns where
+    map vs this frame (``blur_cur``: blurred grey; ``cur``: in colour at flow res), with the
+    colour gate (``table``, see ``_colour_table``) only where the colour is plausibly the
+    room's; the threshold above the stream's ``noise`` of the residual used. Returns where
     motion does not explain the change (uint8 at flow res), or None."""
     shape = blur_cur.shape
     small_alpha = np.empty(shape, np.float32)
     res = np.empty(shape, np.float32)
     motion = np.empty(shape, np.float32)
+    bgr = cur.plain()
     # mask_ref holds the mask frame's colour only with residual_colour on and a colour stream
     colour = bgr is not None and mask_ref.shape[2] == 5
-    blur_bgr = _blurred(bgr, s.residual_blur) if colour else _NO_COLOUR
+    blur_bgr = cur.blurred() if colour else _NO_COLOUR
     threshold = _threshold(s, noise.colour if colour else noise.grey)
     args = (threshold, s.band_path, s.unexplained_px, small_alpha, res, motion)
     if kernels.sample_mask_frame(mask_ref, state, blur_cur, blur_bgr, *args) == 0:
@@ -560,8 +586,8 @@ class MotionCompensator:
         self._mask_ms = 0.0  # new_mask's cost, reported with the next track()
         self._frames_seen = 0
         self._blur_cur: np.ndarray | None = None  # blurred grey of the newest frame (float32)
-        self._half: np.ndarray | None = None  # the newest frame after one halving (colour)
-        self._prev_half: np.ndarray | None = None  # the frame before it, likewise
+        self._cur_colour: _FlowColour | None = None  # the newest frame in colour at flow res
+        self._prev_colour: _FlowColour | None = None  # the frame before it, likewise
         self._colour: np.ndarray | None = None  # the active mask's colour table (_colour_table)
         # the active mask: alpha, the mask frame at flow res (uint8, for DIS) and what the change
         # rule samples of it (_mask_ref); the state (see _new_state)
@@ -623,9 +649,10 @@ class MotionCompensator:
             self.reset()
             self._shape = frame.shape[:2]
             self._halvings = _halvings(self._shape, s.flow_width)
-        self._prev_half = self._half
+        self._prev_colour = self._cur_colour
         grey, half = _small_grey(frame, self._halvings)
-        self._half = half.copy() if half is frame else half  # kept a frame longer than the caller's
+        half = half.copy() if half is frame else half  # kept a frame longer than the caller's
+        self._cur_colour = _FlowColour(half, self._halvings, s.residual_blur)
         if self._ident is None:
             self._ident = _identity(*grey.shape)
         blur_prev = self._blur_cur
@@ -637,8 +664,8 @@ class MotionCompensator:
             back = np.rint(flow * FLOW_Q).astype(np.int16)
             self._frames_seen += 1
             measure = self._frames_seen % s.noise_every == 1
-            if measure and self._prev_half is not None:
-                args = (self._prev_half, self._half, self._halvings, self._ident + flow)
+            if measure and self._prev_colour is not None:
+                args = (self._prev_colour.blurred(), self._cur_colour.blurred(), self._ident + flow)
                 self._noise.colour = _colour_noise(s, self._noise.colour, *args)
             if self._state is not None and self._cum_id == prev.frame_id:
                 res = self._advance(flow, blur_prev)
@@ -720,8 +747,8 @@ class MotionCompensator:
             self._cum_id = cur.frame_id
         s, hidden = self.settings, None
         if s.hide_unexplained:
-            bgr = _flow_colour(self._half, self._halvings)
-            args = (self._mask_ref, self._blur_cur, bgr, self._colour, self._state, self._noise)
+            cur_c = self._cur_colour
+            args = (self._mask_ref, self._blur_cur, cur_c, self._colour, self._state, self._noise)
             hidden = _change_rule(s, *args)
         alpha, n_hidden = _warp_alpha(self._alpha, self._state, hidden, self._buf)
         ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3
