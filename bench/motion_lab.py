@@ -428,6 +428,8 @@ COST_VARIANTS: dict[str, MotionSettings] = {
     "refine_every=1": MotionSettings(refine_every=1),
     "refine_every=2": MotionSettings(refine_every=2),
     "refine scale 2": MotionSettings(refine_every=1, refine_finest_scale=2),
+    "refine scale 0": MotionSettings(refine_finest_scale=0),
+    "refine scale 1": MotionSettings(refine_finest_scale=1),
     "no change rule": MotionSettings(hide_unexplained=False),
     "no colour gate": MotionSettings(colour_llr=None),
     "grey residual": MotionSettings(residual_colour=False),
