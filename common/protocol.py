@@ -42,6 +42,16 @@ MAX_HEADER_BYTES = 4096  # a header is ~200 bytes; anything bigger is not ours
 MASK_ASPECT_TOLERANCE = 0.02
 
 
+def same_aspect(
+    a: tuple[int, ...], b: tuple[int, ...], tolerance: float = MASK_ASPECT_TOLERANCE
+) -> bool:
+    """Whether sizes ``a`` and ``b`` ((h, w, ...)) have the same aspect: a's width/height within
+    ``tolerance`` (a share) of b's. The one check of the mask contract: the compositor refuses a
+    mask that fails it, the worker sends a smaller grid only where it passes with a margin."""
+    ra, rb = a[1] / a[0], b[1] / b[0]
+    return abs(ra - rb) <= tolerance * rb
+
+
 class ProtocolError(ValueError):
     """A message we must drop (malformed, foreign, wrong version); the text says which."""
 

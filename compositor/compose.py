@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from common.errors import FatalError
-from common.protocol import MASK_ASPECT_TOLERANCE
+from common.protocol import same_aspect
 from compositor import kernels
 from compositor.background import (  # noqa: F401  (fit_background: part of the compose API)
     Background,
@@ -86,9 +86,6 @@ TUTORIAL_SIGMA_AT_600 = 6.5
 TEMPORAL_KEEP = 0.85
 # Fail-closed blur: sigma as a fraction of the working width (1/10: only colour blobs remain).
 FAIL_CLOSED_SIGMA_FRACTION = 0.1
-# Aspect-ratio tolerance between a mask and the frame it is applied to (rounding of sizes): the
-# wire contract's (common/protocol.py).
-ASPECT_TOLERANCE = MASK_ASPECT_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -491,11 +488,6 @@ def _buffers(state: ComposeState, h: int, w: int) -> dict:
     return buf
 
 
-def _aspect_matches(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    ra, rb = a[1] / a[0], b[1] / b[0]
-    return abs(ra - rb) <= ASPECT_TOLERANCE * rb
-
-
 def _fail_closed(state: ComposeState, frame: np.ndarray, buf: dict) -> Rendered:
     """Hide everything. With a replacement background that is the background itself (the user
     chose what the call should see, and it reveals nothing); otherwise a very strong blur, so the
@@ -701,10 +693,10 @@ def render(
     if not privacy:
         return Rendered(image=frame, alpha=buf["ones"], fail_closed=False)
     m = state.mask
-    if not mask_ok or m is None or not _aspect_matches(m.frame_shape, (h, w)):
+    if not mask_ok or m is None or not same_aspect(m.frame_shape, (h, w)):
         return _fail_closed(state, frame, buf)
     prob = m.alpha if alpha is None else alpha
-    if not _aspect_matches(prob.shape[:2], (h, w)):
+    if not same_aspect(prob.shape[:2], (h, w)):
         return _fail_closed(state, frame, buf)
     hs, ws = working_size(h, w)
 

@@ -22,8 +22,8 @@ import statistics
 from collections import deque
 from dataclasses import dataclass
 
-# Aspect-ratio tolerance (rounding of sizes): compose.render uses the same one.
-from compositor.compose import ASPECT_TOLERANCE
+# The aspect check of the mask contract (compose.render uses the same one).
+from common.protocol import same_aspect
 
 WAITING, STALE, MISMATCH = "waiting", "stale", "mismatch"
 
@@ -40,12 +40,6 @@ MASK_TOO_LARGE = "mask_too_large"
 MASK_ASPECT = "mask_aspect"
 
 
-def aspect_matches(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    """(h, w) sizes of the same aspect, within ``ASPECT_TOLERANCE``."""
-    ra, rb = a[1] / a[0], b[1] / b[0]
-    return abs(ra - rb) <= ASPECT_TOLERANCE * rb
-
-
 def mask_problem(mask_shape: tuple[int, ...], frame_shape: tuple[int, ...]) -> str:
     """Why a mask image cannot belong to a frame ("" if it can): it must have the frame's aspect
     and at most the frame's size (a bigger one is wasted memory at best, an attack at worst)."""
@@ -53,7 +47,7 @@ def mask_problem(mask_shape: tuple[int, ...], frame_shape: tuple[int, ...]) -> s
     fh, fw = frame_shape[:2]
     if mh > fh or mw > fw:
         return MASK_TOO_LARGE
-    if not aspect_matches((mh, mw), (fh, fw)):
+    if not same_aspect((mh, mw), (fh, fw)):
         return MASK_ASPECT
     return ""
 
@@ -153,7 +147,7 @@ class MaskSlot:
         if a.stream != stream:
             return Verdict(False, MISMATCH, None)
         age = ts - a.ts
-        if not aspect_matches(a.shape, (int(shape[0]), int(shape[1]))):
+        if not same_aspect(a.shape, (int(shape[0]), int(shape[1]))):
             return Verdict(False, MISMATCH, age)
         if not self.lockstep and age > self.limit():
             return Verdict(False, STALE, age)

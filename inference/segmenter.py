@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from common.errors import FatalError
-from common.protocol import MASK_ASPECT_TOLERANCE
+from common.protocol import MASK_ASPECT_TOLERANCE, same_aspect
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,8 @@ class Segmentation:
         n = self.native
         if n is None or n.shape[0] > frame_shape[0] or n.shape[1] > frame_shape[1]:
             return self.mask
-        fh, fw = frame_shape[:2]
-        if abs(n.shape[1] / n.shape[0] - fw / fh) > 0.5 * MASK_ASPECT_TOLERANCE * fw / fh:
-            return self.mask
-        return n
+        # half the contract's tolerance: a margin for the receiver's own rounding
+        return n if same_aspect(n.shape, frame_shape, 0.5 * MASK_ASPECT_TOLERANCE) else self.mask
 
 
 @dataclass(frozen=True)
