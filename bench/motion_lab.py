@@ -203,8 +203,10 @@ class ColourCue(MotionCompensator):
             _NO_COLOUR,
             Tracked,
             _colour_gate,
+            _fixed_map,
             _hidden,
             _threshold,
+            _through,
             _warp_alpha,
         )
 
@@ -214,12 +216,14 @@ class ColourCue(MotionCompensator):
         small_alpha, res, motion = (np.empty(llr.shape, np.float32) for _ in range(3))
         thr = _threshold(s, self._noise.grey)
         args = (thr, s.band_path, s.unexplained_px, small_alpha, res, motion)
-        kernels.sample_mask_frame(self._mask_ref, self._state, self._blur_cur, _NO_COLOUR, *args)
+        fixed = _fixed_map(self._state)
+        sampled = _through(self._mask_ref, fixed)
+        kernels.change_residual(sampled, self._state, self._blur_cur, _NO_COLOUR, *args)
         hidden = None
         if s.hide_unexplained and np.count_nonzero(llr > self.llr):
             # _hidden's calm ring: threshold * hide_grow_low; with an LLR the scale is shifted
             hidden = _hidden(replace(s, hide_grow_low=1.0), llr, self.llr, small_alpha, motion)
-        alpha, n = _warp_alpha(self._alpha, self._state, hidden, self._buf)
+        alpha, n = _warp_alpha(self._alpha, self._state, hidden, self._buf, fixed)
         ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3
         self._mask_ms = 0.0
         return Tracked(alpha=alpha, hidden_share=n / alpha.size, ms=ms)

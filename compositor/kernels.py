@@ -281,10 +281,12 @@ def normalise(blurred: np.ndarray, image: np.ndarray, tiny: float, out: np.ndarr
 # numpy/OpenCV they were ~25 calls with a temporary each (the map minus the identity, magnitudes,
 # comparisons, a 320x180 map resize and scaling, a nearest resize and boolean indexing of the
 # hidden pixels). Fused: ~7 % of the compensation's cost per frame (bench/motion_lab.py --cost,
-# docs/motion.md). The map itself still advances by cv2.remap: a compiled bilinear gather was
-# slower than OpenCV's vectorised one. Bilinear sampling here is exact (cv2.remap quantises the
-# weights to 1/32 px); every coordinate, even a NaN, is clamped before it becomes an index, so it
-# reads an edge pixel (BORDER_REPLICATE), never outside the array.
+# docs/motion.md). The gathers themselves (the map advancing, the mask frame and, where the
+# alpha has the flow's size, the alpha seen through the map) are cv2.remap's: a compiled bilinear
+# gather costs ~10 ns a pixel here, 3-6x OpenCV's vectorised one. ``warp_alpha`` remains for an
+# alpha of another size than the flow (e.g. 1920x1080: flow 120x67, alpha 160x90); its sampling
+# is exact bilinear, and every coordinate, even a NaN, is clamped before it becomes an index, so
+# it reads an edge pixel (BORDER_REPLICATE), never outside the array.
 
 
 @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
@@ -302,8 +304,8 @@ def _clamped(v: float, n: int) -> tuple[int, int, float]:
 
 
 @numba.njit(**_JIT)
-def sample_mask_frame(
-    ref: np.ndarray,
+def change_residual(
+    sampled: np.ndarray,
     st: np.ndarray,
     cur: np.ndarray,
     cur_bgr: np.ndarray,
@@ -314,41 +316,28 @@ def sample_mask_frame(
     res: np.ndarray,
     motion: np.ndarray,
 ) -> int:
-    """The mask frame (``ref``: blurred grey, alpha, and with ``cur_bgr`` its blurred B, G, R)
-    seen through the map: the warped alpha, the residual against this frame (``cur``, blurred
-    grey; with ``cur_bgr`` (h, w, 3), blurred colour, the largest change of any channel) and the
-    motion per pixel (net displacement |map(x) - x|, or with ``path`` the larger of it and the
-    path length; ``unexplained`` where the occlusion check failed). ``cur_bgr`` of shape
-    (0, 0, 3): grey only. Returns the number of residuals above ``thr``."""
+    """Per pixel, from the mask frame already seen through the map (``sampled``: blurred grey,
+    alpha and, with ``cur_bgr``, its blurred B, G, R; ``cv2.remap`` did the gather): the warped
+    alpha, the residual against this frame (``cur``, blurred grey; with ``cur_bgr`` (h, w, 3),
+    blurred colour, the largest change of any channel) and the motion (net displacement
+    |map(x) - x|, or with ``path`` the larger of it and the path length; ``unexplained`` where
+    the occlusion check failed). ``cur_bgr`` of shape (0, 0, 3): grey only. Returns the number
+    of residuals above ``thr``. Elementwise, no gather: the loop is one pass over memory."""
     h, w = res.shape
     colour = cur_bgr.shape[0] == h
     bad = 0
     for y in range(h):
         for x in range(w):
-            mx = st[y, x, 0]
-            my = st[y, x, 1]
-            x0, x1, ax = _clamped(mx, w)
-            y0, y1, ay = _clamped(my, h)
-            w00 = (1.0 - ax) * (1.0 - ay)
-            w01 = ax * (1.0 - ay)
-            w10 = (1.0 - ax) * ay
-            w11 = ax * ay
-            g = ref[y0, x0, 0] * w00 + ref[y0, x1, 0] * w01 + ref[y1, x0, 0] * w10
-            g += ref[y1, x1, 0] * w11
-            a = ref[y0, x0, 1] * w00 + ref[y0, x1, 1] * w01 + ref[y1, x0, 1] * w10
-            a += ref[y1, x1, 1] * w11
-            r = abs(cur[y, x] - g)
+            r = abs(cur[y, x] - sampled[y, x, 0])
             if colour:  # |grey change| <= the largest channel change: grey is their mean
                 for c in range(3):
-                    v = ref[y0, x0, 2 + c] * w00 + ref[y0, x1, 2 + c] * w01
-                    v += ref[y1, x0, 2 + c] * w10 + ref[y1, x1, 2 + c] * w11
-                    r = max(r, abs(cur_bgr[y, x, c] - v))
+                    r = max(r, abs(cur_bgr[y, x, c] - sampled[y, x, 2 + c]))
             res[y, x] = r
-            small_alpha[y, x] = a
+            small_alpha[y, x] = sampled[y, x, 1]
             if r > thr:
                 bad += 1
-            dx = mx - x
-            dy = my - y
+            dx = st[y, x, 0] - x
+            dy = st[y, x, 1] - y
             m = np.sqrt(dx * dx + dy * dy)
             acc = st[y, x, 2]
             if path:

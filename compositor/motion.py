@@ -339,15 +339,47 @@ def _axis_table(n_out: int, n_in: int) -> np.ndarray:
 _NONE_HIDDEN = np.zeros((0, 0), np.uint8)
 
 
+def _fixed_map(state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The state's map (current pixel -> mask frame coords) in OpenCV's fixed-point form, made
+    once per frame for that frame's gathers through it (the mask frame, the alpha).
+
+    Why fixed point: ``cv2.remap`` converts a float map to it on every call anyway (bilinear
+    weights in 1/32 px); and the conversion saturates a NaN or huge coordinate (to -32768),
+    which BORDER_REPLICATE then reads as an edge pixel, where a float map with a NaN made
+    ``cv2.remap`` return NaN."""
+    return cv2.convertMaps(np.ascontiguousarray(state[..., :2]), None, cv2.CV_16SC2)
+
+
+def _through(img: np.ndarray, fixed: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``img`` (flow res, any channels) seen through the map: bilinear, edges repeated."""
+    return cv2.remap(img, fixed[0], fixed[1], cv2.INTER_LINEAR, borderMode=_REPLICATE)
+
+
 def _warp_alpha(
-    alpha: np.ndarray, state: np.ndarray, hidden: np.ndarray | None, buf: dict[str, np.ndarray]
+    alpha: np.ndarray,
+    state: np.ndarray,
+    hidden: np.ndarray | None,
+    buf: dict[str, np.ndarray],
+    fixed: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, int]:
     """The mask's alpha seen through the map (``state``, flow res, mask frame coords), resampled
     once at the alpha's own size, 0 where the change rule ``hidden`` it (uint8 at flow res).
     Returns it and how many pixels the hiding took from the person. ``buf`` keeps the axis
-    tables between frames."""
+    tables between frames.
+
+    An alpha of the flow's own size (640x360, 1280x720, 4:3 frames) is gathered by
+    ``cv2.remap`` through ``fixed`` (``_fixed_map``): ~5x cheaper than the compiled gather,
+    which stays for the other sizes (it also upsamples the map to the alpha's size)."""
     ah, aw = alpha.shape[:2]
     fh, fw = state.shape[:2]
+    if (ah, aw) == (fh, fw):
+        out = _through(alpha, _fixed_map(state) if fixed is None else fixed)
+        if hidden is None:
+            return out, 0
+        hid = hidden.view(bool)
+        n = int(np.count_nonzero(out[hid] > 0))
+        out[hid] = 0.0
+        return out, n
     if "col" not in buf:
         buf["col"] = _axis_table(aw, fw)
         buf["row"] = _axis_table(ah, fh)
@@ -516,12 +548,14 @@ def _change_rule(
     table: np.ndarray | None,
     state: np.ndarray,
     noise: _Noise,
+    fixed: tuple[np.ndarray, np.ndarray],
 ) -> np.ndarray | None:
     """The change rule: the mask frame (``mask_ref``, see ``_mask_ref``) seen through the state's
-    map vs this frame (``blur_cur``: blurred grey; ``cur``: in colour at flow res), with the
-    colour gate (``table``, see ``_colour_table``) only where the colour is plausibly the
-    room's; the threshold above the stream's ``noise`` of the residual used. Returns where
-    motion does not explain the change (uint8 at flow res), or None."""
+    map (``fixed``: ``_fixed_map(state)``) vs this frame (``blur_cur``: blurred grey; ``cur``:
+    in colour at flow res), with the colour gate (``table``, see ``_colour_table``) only where
+    the colour is plausibly the room's; the threshold above the stream's ``noise`` of the
+    residual used. Returns where motion does not explain the change (uint8 at flow res), or
+    None."""
     shape = blur_cur.shape
     small_alpha = np.empty(shape, np.float32)
     res = np.empty(shape, np.float32)
@@ -532,7 +566,7 @@ def _change_rule(
     blur_bgr = cur.blurred() if colour else _NO_COLOUR
     threshold = _threshold(s, noise.colour if colour else noise.grey)
     args = (threshold, s.band_path, s.unexplained_px, small_alpha, res, motion)
-    if kernels.sample_mask_frame(mask_ref, state, blur_cur, blur_bgr, *args) == 0:
+    if kernels.change_residual(_through(mask_ref, fixed), state, blur_cur, blur_bgr, *args) == 0:
         return None
     llr = _colour_gate(s, bgr, table)
     if llr is not None:
@@ -746,11 +780,12 @@ class MotionCompensator:
             self._state = _direct_state(self._ident, flow, self.settings.unexplained_px)
             self._cum_id = cur.frame_id
         s, hidden = self.settings, None
+        fixed = _fixed_map(self._state)
         if s.hide_unexplained:
             cur_c = self._cur_colour
             args = (self._mask_ref, self._blur_cur, cur_c, self._colour, self._state, self._noise)
-            hidden = _change_rule(s, *args)
-        alpha, n_hidden = _warp_alpha(self._alpha, self._state, hidden, self._buf)
+            hidden = _change_rule(s, *args, fixed)
+        alpha, n_hidden = _warp_alpha(self._alpha, self._state, hidden, self._buf, fixed)
         ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3
         self._mask_ms = 0.0
         return Tracked(alpha=alpha, hidden_share=n_hidden / alpha.size, ms=ms)

@@ -270,21 +270,76 @@ def test_change_rule_function_band_and_threshold():
     assert not out[:, :45].any()  # never outside the person (plus the grown ring)
 
 
-def test_warp_with_broken_map_reads_only_edge_pixels():
-    """The compiled warp clamps every coordinate before it becomes an index: a map with NaN,
-    infinite or huge coordinates (never produced by the flow, but nothing may read outside the
-    mask) gives the mask's edge pixels, as cv2.remap's BORDER_REPLICATE would."""
+@pytest.mark.parametrize("alpha_shape", [(180, 320), (90, 160)], ids=["compiled", "remap"])
+def test_warp_with_broken_map_reads_only_edge_pixels(alpha_shape):
+    """Every coordinate is clamped before it becomes an index: a map with NaN, infinite or huge
+    coordinates (never produced by the flow, but nothing may read outside the mask) gives the
+    mask's edge pixels, as cv2.remap's BORDER_REPLICATE would. Both paths: the compiled gather
+    (an alpha of another size than the flow) and cv2.remap through the fixed-point map (the
+    alpha at the flow's size; a float map with a NaN made cv2.remap itself return NaN)."""
     from compositor.motion import _warp_alpha
 
     state = np.zeros((90, 160, 4), np.float32)
     state[..., 0] = np.nan
     state[5, 5, 1] = np.inf
     state[6, 6, :2] = (-1e30, 1e30)
-    alpha = np.zeros((180, 320), np.float32)
+    alpha = np.zeros(alpha_shape, np.float32)
     alpha[:, 0] = 1.0  # the left edge column is person, everything else room
     out, hidden = _warp_alpha(alpha, state, None, {})
     assert hidden == 0 and np.isfinite(out).all()
     assert set(np.unique(out)) <= {0.0, 1.0}
+
+
+def test_remap_warp_matches_the_exact_bilinear_gather():
+    """The alpha at the flow's size goes through cv2.remap (bilinear weights in 1/32 px); the
+    compiled gather, exact bilinear, is the reference: the same alpha within 1/32 of the
+    alpha's step between neighbours, and the change rule's hiding zeroes the same pixels."""
+    from compositor import kernels
+    from compositor.motion import _axis_table, _identity, _new_state, _warp_alpha
+
+    rng = np.random.default_rng(3)
+    state = _new_state(_identity(90, 160))
+    flow = cv2.GaussianBlur(rng.normal(0, 6, (90, 160, 2)).astype(np.float32), (0, 0), 4)
+    state[..., :2] += flow * 8  # smooth, several px, partly beyond the edges
+    alpha = cv2.GaussianBlur(person_mask(160, 100)[::2, ::2].copy(), (0, 0), 2)
+    hidden = np.zeros((90, 160), np.uint8)
+    hidden[40:60, 60:100] = 1
+    out, n = _warp_alpha(alpha, state, hidden, {})
+    ref = np.empty_like(out)
+    t_col, t_row = _axis_table(160, 160), _axis_table(90, 90)
+    n_ref = kernels.warp_alpha(alpha, state, t_col, t_row, hidden, ref)
+    step = max(np.abs(np.diff(alpha, axis=0)).max(), np.abs(np.diff(alpha, axis=1)).max())
+    assert np.abs(out - ref).max() <= step / 32 * 2 + 1e-6
+    # n: pixels above 0 that the hiding zeroed; a value of ~1e-4 may round to 0 at 1/32 px
+    assert not out[hidden == 1].any() and n_ref > 0 and abs(n - n_ref) <= n_ref // 100
+
+
+def test_change_residual_through_the_map():
+    """The mask frame seen through a map of a whole-pixel shift (remap exact there): the
+    residual is |this frame - the shifted mask frame|, the warped alpha the shifted alpha, the
+    motion the shift's length, and unbounded where the occlusion check failed."""
+    from compositor import kernels
+    from compositor.motion import _NO_COLOUR, _fixed_map, _identity, _new_state, _through
+
+    rng = np.random.default_rng(4)
+    grey = rng.uniform(0, 255, (90, 160)).astype(np.float32)
+    alpha = (rng.uniform(0, 1, (90, 160)) > 0.5).astype(np.float32)
+    state = _new_state(_identity(90, 160))
+    state[..., 0] += 3.0
+    state[..., 1] -= 4.0  # this frame's pixel (x, y) was at (x + 3, y - 4) in the mask frame
+    state[10, 20, 2] = 1000.0
+    cur = np.roll(grey, (4, -3), axis=(0, 1)) + 5.0  # the same picture moved, 5 levels brighter
+    cur[50:60, 50:60] = 0.0  # and a change the motion does not explain
+    out = [np.empty((90, 160), np.float32) for _ in range(3)]
+    sampled = _through(np.dstack([grey, alpha]), _fixed_map(state))
+    bad = kernels.change_residual(sampled, state, cur, _NO_COLOUR, 20.0, False, 1000.0, *out)
+    small_alpha, res, motion = out
+    inner = (slice(4, -1), slice(1, -3))  # away from the repeated edges
+    expect = np.abs(cur - np.roll(grey, (4, -3), axis=(0, 1)))
+    assert np.allclose(res[inner], expect[inner], atol=1e-3)
+    assert np.array_equal(small_alpha[inner], np.roll(alpha, (4, -3), axis=(0, 1))[inner])
+    assert bad == np.count_nonzero(res > 20.0) and bad >= 90
+    assert np.allclose(np.delete(motion.ravel(), 10 * 160 + 20), 5.0) and motion[10, 20] == 1000
 
 
 def _coloured_scene() -> tuple[np.ndarray, np.ndarray]:
