@@ -314,6 +314,22 @@ def test_remap_warp_matches_the_exact_bilinear_gather():
     assert not out[hidden == 1].any() and n_ref > 0 and abs(n - n_ref) <= n_ref // 100
 
 
+def test_map_copy_and_set_are_the_slice():
+    """``_map_of`` / ``_set_map`` (the complex64 view) are exactly ``state[..., :2]`` read and
+    written, and leave the other two channels alone."""
+    from compositor.motion import _map_of, _set_map
+
+    rng = np.random.default_rng(5)
+    state = rng.normal(0, 50, (90, 160, 4)).astype(np.float32)
+    xy = _map_of(state)
+    assert xy.shape == (90, 160, 2) and xy.flags["C_CONTIGUOUS"]
+    assert np.array_equal(xy, state[..., :2])
+    before = state.copy()
+    new = rng.normal(0, 50, (90, 160, 2)).astype(np.float32)
+    _set_map(state, new)
+    assert np.array_equal(state[..., :2], new) and np.array_equal(state[..., 2:], before[..., 2:])
+
+
 def test_change_residual_through_the_map():
     """The mask frame seen through a map of a whole-pixel shift (remap exact there): the
     residual is |this frame - the shifted mask frame|, the warped alpha the shifted alpha, the
