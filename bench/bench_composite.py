@@ -17,14 +17,21 @@ of the tutorial's time (0.33 and 0.32 at 640x360, one run each).
 
 ``--threads 1`` is the budget's setting (issue 12: render <= 1.5 ms at 640x360, <= 4 ms at
 1280x720, one OpenCV thread, median); default: 1 and OpenCV's default, at all three sizes.
+
+``--other REV`` also times the compositor of another git revision (its compose.py, kernels.py,
+background.py and config.py, loaded as a package of their own) in the same interleaved loop:
+the A/B for a change to the compositing code, side by side in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,19 +59,49 @@ def median_ms(fn, n: int, clock=time.perf_counter) -> float:
     return statistics.median(times)
 
 
+OTHER_FILES = ("compose.py", "kernels.py", "background.py", "config.py")
+
+
+def load_other(rev: str, into: Path):
+    """The compositing code of git revision ``rev`` as the package ``compositor_<rev>`` (its own
+    imports of ``compositor.*`` pointed at it), imported from ``into``; its compose module."""
+    name = "compositor_" + "".join(ch if ch.isalnum() else "_" for ch in rev)
+    pkg = into / name
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    for f in OTHER_FILES:
+        try:
+            text = subprocess.run(
+                ["git", "show", f"{rev}:compositor/{f}"],
+                cwd=REPO, capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+        except subprocess.CalledProcessError as e:
+            raise SystemExit(f"--other {rev}: {e.stderr.strip() or e}") from None
+        text = text.replace("from compositor import ", f"from {name} import ")
+        (pkg / f).write_text(text.replace("from compositor.", f"from {name}."))
+    sys.path.insert(0, str(into))
+    return importlib.import_module(f"{name}.compose")
+
+
 def interleaved_ms(fns: dict, n: int) -> dict[str, tuple[float, float]]:
     """Median wall and thread-CPU ms of each function, run in turn (so load hits all alike).
 
     Why CPU time too: on a shared machine the wall time includes waiting for a core; the
     thread's own CPU time is what the compositor itself costs (it still includes cache effects).
+    Why the order rotates every round: a function that runs right after another one on the same
+    frame finds that frame in the cache. With a fixed order that favoured whichever came second
+    (measured: the same code 1.06x "slower" than an A/B partner that always followed it).
     """
     for fn in fns.values():
         for _ in range(5):
             fn()
     wall: dict[str, list[float]] = {k: [] for k in fns}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(n):
-        for k, fn in fns.items():
+    names = list(fns)
+    for i in range(n):
+        shift = i % len(names)
+        for k in names[shift:] + names[:shift]:
+            fn = fns[k]
             t0, c0 = time.perf_counter(), time.thread_time()
             fn()
             cpu[k].append((time.thread_time() - c0) * 1000)
@@ -80,8 +117,12 @@ def main() -> None:
     p.add_argument(
         "--blur", type=float, default=compose.ComposeSettings.blur, help="default: the compositor's"
     )
+    p.add_argument("--other", metavar="REV", help="also time this git revision's compositor")
     a = p.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
+    other = load_other(a.other, Path(tempfile.mkdtemp(prefix="bench-other-"))) if a.other else None
+    if other is not None:
+        other.warm_up()  # compile its kernels (its own numba cache) before timing
     cap = cv2.VideoCapture(str(CLIP))
     cap.set(cv2.CAP_PROP_POS_FRAMES, 30)
     ok, base = cap.read()
@@ -96,11 +137,12 @@ def main() -> None:
         f"frames from {CLIP.name}, mask from the selfie model, --blur {a.blur:g}; "
         f"median of {a.frames} frames\n"
     )
+    extra = f" {a.other} ms | ours / {a.other} |" if other is not None else ""
     print(
         "| size | threads | tutorial ms | ours ms (per frame) | ratio | ours CPU ms (thread time) "
-        "| ours accept_mask ms (per mask) | fail-closed ms |"
+        "| ours accept_mask ms (per mask) | fail-closed ms |" + extra
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if other is not None else ""))
     for w, h in sizes:
         frame = cv2.resize(base, (w, h), interpolation=cv2.INTER_AREA)
         mask = seg.segment(frame).mask
@@ -108,15 +150,17 @@ def main() -> None:
             cv2.setNumThreads(threads)
             state = compose.new_state(compose.ComposeSettings(blur=a.blur))
             compose.accept_mask(state, mask, frame, continuous=True)
-            timed = interleaved_ms(
-                {
-                    "tutorial": lambda f=frame, m=mask: compose.tutorial_composite(f, m),
-                    "ours": lambda s=state, f=frame: compose.render(
-                        s, f, privacy=True, mask_ok=True
-                    ),
-                },
-                a.frames,
-            )
+            fns = {
+                "tutorial": lambda f=frame, m=mask: compose.tutorial_composite(f, m),
+                "ours": lambda s=state, f=frame: compose.render(s, f, privacy=True, mask_ok=True),
+            }
+            if other is not None:
+                o_state = other.new_state(other.ComposeSettings(blur=a.blur))
+                other.accept_mask(o_state, mask, frame, continuous=True)
+                fns["other"] = lambda s=o_state, f=frame: other.render(
+                    s, f, privacy=True, mask_ok=True
+                )
+            timed = interleaved_ms(fns, a.frames)
             tut, ours, ours_cpu = timed["tutorial"][0], timed["ours"][0], timed["ours"][1]
             acc = median_ms(
                 lambda s=state, f=frame, m=mask: compose.accept_mask(s, m, f, continuous=True),
@@ -126,11 +170,13 @@ def main() -> None:
                 lambda s=state, f=frame: compose.render(s, f, privacy=True, mask_ok=False),
                 a.frames,
             )
-            print(
+            row = (
                 f"| {w}x{h} | {threads} | {tut:.2f} | {ours:.2f} | {tut / ours:.1f}x faster "
-                f"| {ours_cpu:.2f} | {acc:.2f} | {fc:.2f} |",
-                flush=True,
+                f"| {ours_cpu:.2f} | {acc:.2f} | {fc:.2f} |"
             )
+            if other is not None:
+                row += f" {timed['other'][0]:.2f} | {ours / timed['other'][0]:.3f} |"
+            print(row, flush=True)
     cv2.setNumThreads(default_threads)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
