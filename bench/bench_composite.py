@@ -109,6 +109,34 @@ def interleaved_ms(fns: dict, n: int) -> dict[str, tuple[float, float]]:
     return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in fns}
 
 
+def measure_row(frame, mask, threads: int, blur: float, frames: int, other=None) -> str:
+    """One table row: the tutorial, ours (and ``other``'s compose module) interleaved on one
+    frame and mask at ``threads`` OpenCV threads; accept_mask and the fail-closed frame apart."""
+    h, w = frame.shape[:2]
+    cv2.setNumThreads(threads)
+    state = compose.new_state(compose.ComposeSettings(blur=blur))
+    compose.accept_mask(state, mask, frame, continuous=True)
+    fns = {
+        "tutorial": lambda: compose.tutorial_composite(frame, mask),
+        "ours": lambda: compose.render(state, frame, privacy=True, mask_ok=True),
+    }
+    if other is not None:
+        o_state = other.new_state(other.ComposeSettings(blur=blur))
+        other.accept_mask(o_state, mask, frame, continuous=True)
+        fns["other"] = lambda: other.render(o_state, frame, privacy=True, mask_ok=True)
+    timed = interleaved_ms(fns, frames)
+    tut, ours, ours_cpu = timed["tutorial"][0], timed["ours"][0], timed["ours"][1]
+    acc = median_ms(lambda: compose.accept_mask(state, mask, frame, continuous=True), frames // 4)
+    fc = median_ms(lambda: compose.render(state, frame, privacy=True, mask_ok=False), frames)
+    row = (
+        f"| {w}x{h} | {threads} | {tut:.2f} | {ours:.2f} | {tut / ours:.1f}x faster "
+        f"| {ours_cpu:.2f} | {acc:.2f} | {fc:.2f} |"
+    )
+    if other is not None:
+        row += f" {timed['other'][0]:.2f} | {ours / timed['other'][0]:.3f} |"
+    return row
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=100)
@@ -147,36 +175,7 @@ def main() -> None:
         frame = cv2.resize(base, (w, h), interpolation=cv2.INTER_AREA)
         mask = seg.segment(frame).mask
         for threads in thread_counts:
-            cv2.setNumThreads(threads)
-            state = compose.new_state(compose.ComposeSettings(blur=a.blur))
-            compose.accept_mask(state, mask, frame, continuous=True)
-            fns = {
-                "tutorial": lambda f=frame, m=mask: compose.tutorial_composite(f, m),
-                "ours": lambda s=state, f=frame: compose.render(s, f, privacy=True, mask_ok=True),
-            }
-            if other is not None:
-                o_state = other.new_state(other.ComposeSettings(blur=a.blur))
-                other.accept_mask(o_state, mask, frame, continuous=True)
-                fns["other"] = lambda s=o_state, f=frame: other.render(
-                    s, f, privacy=True, mask_ok=True
-                )
-            timed = interleaved_ms(fns, a.frames)
-            tut, ours, ours_cpu = timed["tutorial"][0], timed["ours"][0], timed["ours"][1]
-            acc = median_ms(
-                lambda s=state, f=frame, m=mask: compose.accept_mask(s, m, f, continuous=True),
-                a.frames // 4,
-            )
-            fc = median_ms(
-                lambda s=state, f=frame: compose.render(s, f, privacy=True, mask_ok=False),
-                a.frames,
-            )
-            row = (
-                f"| {w}x{h} | {threads} | {tut:.2f} | {ours:.2f} | {tut / ours:.1f}x faster "
-                f"| {ours_cpu:.2f} | {acc:.2f} | {fc:.2f} |"
-            )
-            if other is not None:
-                row += f" {timed['other'][0]:.2f} | {ours / timed['other'][0]:.3f} |"
-            print(row, flush=True)
+            print(measure_row(frame, mask, threads, a.blur, a.frames, other), flush=True)
     cv2.setNumThreads(default_threads)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 

@@ -451,6 +451,20 @@ def _module_from(path: Path):
     return mod
 
 
+def _cost_line(name: str, per_frame: list[float], arrivals: list[float], repeats: int) -> str:
+    """One variant's cost summary. The same frame runs in every repeat: its minimum over the
+    repeats is the closest to its uncontended cost; the median of those over frames is the robust
+    summary (and their mean: with refine_every=2 the cost alternates frame by frame)."""
+    x = np.array(per_frame)
+    floor = x.reshape(repeats, -1).min(axis=0)
+    return (
+        f"  {name:<18} median {np.median(x):6.2f}  p10 {np.percentile(x, 10):6.2f}  "
+        f"min {x.min():5.2f}  per-frame minima: median {np.median(floor):5.2f} "
+        f"mean {floor.mean():5.2f} ms/frame (n={x.size}); arrival (60 frames late) median "
+        f"{statistics.median(arrivals):6.1f} ms"
+    )
+
+
 def cost(
     repeats: int = 7, threads: int = 1, other: Path | None = None, only: list[str] | None = None
 ) -> None:
@@ -504,19 +518,7 @@ def cost(
                             (arr[k] if arrived else per[k]).append(dt)
             print(f"{label}, threads={threads}, load {os.getloadavg()[0]:.1f} at end:")
             for k in makers:
-                x = np.array(per[k])
-                # the same frame in every repeat: its minimum over repeats is the closest to its
-                # uncontended cost; the median of those over frames is the robust summary
-                # (and their mean: with refine_every=2 the cost alternates frame by frame)
-                floor = x.reshape(repeats, -1).min(axis=0)
-                print(
-                    f"  {k:<18} median {np.median(x):6.2f}  p10 {np.percentile(x, 10):6.2f}  "
-                    f"min {x.min():5.2f}  per-frame minima: median {np.median(floor):5.2f} "
-                    f"mean {floor.mean():5.2f} ms/frame "
-                    f"(n={x.size}); arrival (60 frames late) median "
-                    f"{statistics.median(arr[k]):6.1f} ms",
-                    flush=True,
-                )
+                print(_cost_line(k, per[k], arr[k], repeats), flush=True)
     finally:
         cv2.setNumThreads(default_threads)
 
