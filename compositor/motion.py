@@ -299,21 +299,40 @@ def _threshold(s: MotionSettings, noise: float) -> float:
     return max(s.residual_threshold, s.noise_factor * noise)
 
 
+def _map_of(state: np.ndarray) -> np.ndarray:
+    """The state's map [x, y] (channels 0 and 1), a contiguous (h, w, 2) float32 copy.
+
+    Through a complex64 view (a pixel's x and y as one 8-byte element): numpy copies the plain
+    ``state[..., :2]`` slice with a 2-long innermost loop per pixel, 0.10-0.15 ms at 160x90 on
+    this host, ~15x the copy of one strided element per pixel."""
+    h, w = state.shape[:2]
+    xy = np.ascontiguousarray(state.view(np.complex64)[..., 0])
+    return xy.view(np.float32).reshape(h, w, 2)
+
+
+def _set_map(state: np.ndarray, xy: np.ndarray) -> None:
+    """``state[..., :2] = xy`` (contiguous float32 (h, w, 2)) by the same complex64 view."""
+    state.view(np.complex64)[..., 0] = xy.view(np.complex64)[..., 0]
+
+
 def _new_state(ident: np.ndarray) -> np.ndarray:
     """Flow res HxWx4: [x, y] current pixel -> mask frame coords (identity), accumulated motion
     (0), scratch (the previous frame's blurred grey, so the frame-to-frame residual comes out of
     the remap that advances the map)."""
     st = np.empty(ident.shape[:2] + (4,), np.float32)
-    st[..., :2] = ident
+    _set_map(st, ident)
     st[..., 2] = 0.0
     return st
 
 
-def _direct_state(ident: np.ndarray, flow: np.ndarray, unexplained_px: float) -> np.ndarray:
-    """The state from one direct flow current -> mask frame (no chain): the motion on the way is
-    unknown, so it is unbounded everywhere (privacy first)."""
+def _direct_state(
+    dis: cv2.DISOpticalFlow, ident: np.ndarray, grey: np.ndarray, mask_grey: np.ndarray,
+    unexplained_px: float,
+) -> np.ndarray:  # fmt: skip
+    """The state from one direct flow ``grey`` (this frame) -> ``mask_grey`` (no chain): the
+    motion on the way is unknown, so it is unbounded everywhere (privacy first)."""
     st = _new_state(ident)
-    st[..., :2] = ident + flow
+    _set_map(st, ident + dis.calc(grey, mask_grey, None))
     st[..., 2] = unexplained_px
     return st
 
@@ -337,22 +356,6 @@ def _axis_table(n_out: int, n_in: int) -> np.ndarray:
 
 
 _NONE_HIDDEN = np.zeros((0, 0), np.uint8)
-
-
-def _map_of(state: np.ndarray) -> np.ndarray:
-    """The state's map [x, y] (channels 0 and 1), a contiguous (h, w, 2) float32 copy.
-
-    Through a complex64 view (a pixel's x and y as one 8-byte element): numpy copies the plain
-    ``state[..., :2]`` slice with a 2-long innermost loop per pixel, 0.10-0.15 ms at 160x90 on
-    this host, ~15x the copy of one strided element per pixel."""
-    h, w = state.shape[:2]
-    xy = np.ascontiguousarray(state.view(np.complex64)[..., 0])
-    return xy.view(np.float32).reshape(h, w, 2)
-
-
-def _set_map(state: np.ndarray, xy: np.ndarray) -> None:
-    """``state[..., :2] = xy`` (contiguous float32 (h, w, 2)) by the same complex64 view."""
-    state.view(np.complex64)[..., 0] = xy.view(np.complex64)[..., 0]
 
 
 def _fixed_map(state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -759,8 +762,8 @@ class MotionCompensator:
         if idx is not None and s.chain:
             self._replay(hist[idx:])
         elif idx is None or idx != len(hist) - 1:
-            flow = self._dis.calc(hist[-1].grey, grey, None)
-            self._state = _direct_state(self._ident, flow, s.unexplained_px)
+            args = (self._dis, self._ident, hist[-1].grey, grey)
+            self._state = _direct_state(*args, s.unexplained_px)
         self._refine(hist[-1].grey, force=True)
         self._cum_id = hist[-1].frame_id
         self._buf = {}
@@ -792,8 +795,8 @@ class MotionCompensator:
         cur = self._history[-1]
         if self._cum_id != cur.frame_id:
             # observe() missed this frame (should not happen): a direct flow, never the mask as is
-            flow = self._dis.calc(cur.grey, self._mask_grey8, None)
-            self._state = _direct_state(self._ident, flow, self.settings.unexplained_px)
+            args = (self._dis, self._ident, cur.grey, self._mask_grey8)
+            self._state = _direct_state(*args, self.settings.unexplained_px)
             self._cum_id = cur.frame_id
         s, hidden = self.settings, None
         fixed = _fixed_map(self._state)
