@@ -28,10 +28,13 @@ class CompositorConfig:
     privacy: bool = option(
         True, "privacy mode at start", parse=on_off, show=show_on_off, metavar="on|off"
     )
-    # 3: two cycles per letter of text a quarter of the frame high are left at 1 % contrast
-    # (tests/test_blur_default.py); 1 is the tutorial's look, which leaves such text legible.
+    # 3.2: two cycles per letter of text a quarter of the frame high (of its shorter side) keep
+    # at most 1 % contrast at every size and aspect (tests/test_blur_default.py). The Gaussian
+    # alone needs 3.14 for that (exp(-2 pi^2 (sigma / period)^2) <= 0.01); 3.0 met it at 640x360
+    # only with help from the box downscales, and kept 1.5 % at 854x480, 1920x1080 and 4:3.
+    # 1 is the tutorial's look, which leaves such text legible.
     blur: float = option(
-        3.0, "background blur: 1 = the tutorial's look, 3 hides text up to 1/4 of the height"
+        3.2, "background blur: 1 = the tutorial's look, 3.2 hides text up to 1/4 of the height"
     )
     background: Path | None = option(None, "replace the background with this image or video")
     background_color: str | None = option(None, "replace the background with a colour: '#2040a0'")
