@@ -133,9 +133,12 @@ def offline_half(sets: list[str], cache: Path) -> None:
     for name in sets:
         data = lab.model_outputs(name, WIDTH, cache)
         raw_settings = compose.ComposeSettings(refine=False, temporal=False)
-        raw = lab.score(lab.run_set(data, raw_settings), data["gts"])
-        ref = lab.score(lab.run_set(data, compose.ComposeSettings()), data["gts"])
+        raw_alphas = lab.run_set(data, raw_settings)
+        ref_alphas = lab.run_set(data, compose.ComposeSettings())
+        raw, ref = lab.score(raw_alphas, data["gts"]), lab.score(ref_alphas, data["gts"])
         print(row(name, len(data["frames"]), raw, ref), flush=True)
+        if name == "photos":  # per annotation source: they draw outlines differently
+            print(" |\n".join(lab.source_rows(raw_alphas, ref_alphas, data["gts"])) + " |")
 
 
 def main() -> None:

@@ -67,16 +67,6 @@ def f_at_gt(alpha_mask: np.ndarray, gt: np.ndarray) -> float:
     return boundary_f(m, gt, tolerance=2)
 
 
-def photo_names() -> list[str]:
-    """Every shared photo with a GT mask, in quality_lab's order."""
-    return [
-        p.stem
-        for p in sorted(lab.GT_IMAGES.iterdir())
-        if not p.stem.endswith(("_mask", "_parsing_orig"))
-        and (lab.GT_IMAGES / f"{p.stem}_mask.png").exists()
-    ]
-
-
 def collect(cache: Path) -> tuple[dict, dict]:
     """Per group: gradient profiles (GT, refined) and F (raw, refined -1 / 0 / +1 px)."""
     prof: dict[str, list] = {}
@@ -85,7 +75,8 @@ def collect(cache: Path) -> tuple[dict, dict]:
         data = lab.model_outputs(name, 640, cache)
         raw = lab.run_set(data, compose.ComposeSettings(refine=False, temporal=False))
         ref = lab.run_set(data, compose.ComposeSettings(temporal=data["video"]))
-        groups = [n.split("_")[0] for n in photo_names()] if name == "photos" else [name] * len(ref)
+        stems = [p.stem for p in lab.photos()]
+        groups = [n.split("_")[0] for n in stems] if name == "photos" else [name] * len(ref)
         for group, frame, gt, a_raw, a_ref in zip(
             groups, data["frames"], data["gts"], raw, ref, strict=True
         ):
@@ -103,7 +94,7 @@ def collect(cache: Path) -> tuple[dict, dict]:
 def figure(out: Path, cache: Path, photo: str = "hsd_055", box=(40, 230, 225, 305)) -> None:
     """A crop of ``photo`` at 640 wide, x4 nearest: GT outline green, refined outline red."""
     data = lab.model_outputs("photos", 640, cache)
-    i = photo_names().index(photo)
+    i = [p.stem for p in lab.photos()].index(photo)
     one = {k: ([v[i]] if isinstance(v, list) else v) for k, v in data.items()}
     alpha = lab.run_set(one, compose.ComposeSettings(temporal=False))[0]
     frame, gt = one["frames"][0], one["gts"][0]

@@ -38,17 +38,31 @@ CLIPS = ("hike", "dance-jump", "rollerblade", "tennis")
 ALL_SETS = ("photos", *CLIPS, "cows")
 
 
+def photos() -> list[Path]:
+    """Every shared photo that has a GT mask, sorted (the order of every photo list here)."""
+    return [
+        p
+        for p in sorted(GT_IMAGES.iterdir())
+        if not p.stem.endswith(("_mask", "_parsing_orig"))
+        and (GT_IMAGES / f"{p.stem}_mask.png").exists()
+    ]
+
+
+def photo_sources() -> dict[str, list[int]]:
+    """Photo indices by annotation source (the name's prefix: hsd, coco, cihp; voc has no
+    person). Why: the sources draw outlines by different conventions (bench/gt_outlines.py),
+    so one mean over the photos hides opposite results."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(photos()):
+        groups.setdefault(p.stem.split("_")[0], []).append(i)
+    return groups
+
+
 def load_set(name: str) -> tuple[list[np.ndarray], list[np.ndarray | None], bool]:
     """Source frames (BGR), GT masks (None for cows) and whether the frames are a video."""
     if name == "photos":
-        frames, gts = [], []
-        for photo in sorted(GT_IMAGES.iterdir()):
-            if photo.stem.endswith(("_mask", "_parsing_orig")):
-                continue
-            mask = GT_IMAGES / f"{photo.stem}_mask.png"
-            if mask.exists():
-                frames.append(cv2.imread(str(photo)))
-                gts.append(cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE))
+        frames = [cv2.imread(str(p)) for p in photos()]
+        gts = [cv2.imread(str(GT_IMAGES / f"{p.stem}_mask.png"), 0) for p in photos()]
         return frames, gts, False
     if name == "cows":
         cap = cv2.VideoCapture(str(GT_VIDEO / "davis_cows_no_person/cows.mp4"))
@@ -138,6 +152,21 @@ def score(alphas: list, gts: list) -> tuple[float, float]:
     return float(np.mean(ious)), float(np.mean(fs))
 
 
+def source_rows(raw: list, ref: list, gts: list) -> list[str]:
+    """One table row per photo source with a person: n, IoU and boundary F raw / refined."""
+    rows = []
+    for source, idx in photo_sources().items():
+        if not any(gts[i].max() > 0 for i in idx):
+            continue  # no person in this source's photos: nothing to score
+        r = score([raw[i] for i in idx], [gts[i] for i in idx])
+        f = score([ref[i] for i in idx], [gts[i] for i in idx])
+        rows.append(
+            f"| photos: {source} | {len(idx)} | {r[0]:.3f} | {f[0]:.3f} | {r[1]:.3f} | "
+            f"{f[1]:.3f} | {f[1] - r[1]:+.3f}"
+        )
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", default=",".join(ALL_SETS))
@@ -178,6 +207,9 @@ def main() -> None:
             f"{frag[0]:.1f} / {frag[1]:.1f} / {frag[2]:.1f} |",
             flush=True,
         )
+        if name == "photos":
+            for line in source_rows(raw_alphas, ref_alphas, data["gts"]):
+                print(line + " | - |", flush=True)
 
 
 if __name__ == "__main__":
