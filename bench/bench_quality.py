@@ -138,7 +138,7 @@ def offline_half(sets: list[str], cache: Path) -> None:
         raw, ref = lab.score(raw_alphas, data["gts"]), lab.score(ref_alphas, data["gts"])
         print(row(name, len(data["frames"]), raw, ref), flush=True)
         if name == "photos":  # per annotation source: they draw outlines differently
-            print(" |\n".join(lab.source_rows(raw_alphas, ref_alphas, data["gts"])) + " |")
+            print("\n".join(lab.source_rows(raw_alphas, ref_alphas, data["gts"])), flush=True)
 
 
 def main() -> None:

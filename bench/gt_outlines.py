@@ -71,12 +71,12 @@ def collect(cache: Path) -> tuple[dict, dict]:
     """Per group: gradient profiles (GT, refined) and F (raw, refined -1 / 0 / +1 px)."""
     prof: dict[str, list] = {}
     scores: dict[str, list] = {}
+    source = {i: src for src, idx in lab.photo_sources().items() for i in idx}
     for name in ("photos", *lab.CLIPS):
         data = lab.model_outputs(name, 640, cache)
         raw = lab.run_set(data, compose.ComposeSettings(refine=False, temporal=False))
         ref = lab.run_set(data, compose.ComposeSettings(temporal=data["video"]))
-        stems = [p.stem for p in lab.photos()]
-        groups = [n.split("_")[0] for n in stems] if name == "photos" else [name] * len(ref)
+        groups = [source[i] if name == "photos" else name for i in range(len(ref))]
         for group, frame, gt, a_raw, a_ref in zip(
             groups, data["frames"], data["gts"], raw, ref, strict=True
         ):

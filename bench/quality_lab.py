@@ -153,7 +153,8 @@ def score(alphas: list, gts: list) -> tuple[float, float]:
 
 
 def source_rows(raw: list, ref: list, gts: list) -> list[str]:
-    """One table row per photo source with a person: n, IoU and boundary F raw / refined."""
+    """One table row per photo source with a person: n, IoU and boundary F raw / refined, dF
+    (bench_quality's columns; quality_lab adds its fragments column)."""
     rows = []
     for source, idx in photo_sources().items():
         if not any(gts[i].max() > 0 for i in idx):
@@ -162,7 +163,7 @@ def source_rows(raw: list, ref: list, gts: list) -> list[str]:
         f = score([ref[i] for i in idx], [gts[i] for i in idx])
         rows.append(
             f"| photos: {source} | {len(idx)} | {r[0]:.3f} | {f[0]:.3f} | {r[1]:.3f} | "
-            f"{f[1]:.3f} | {f[1] - r[1]:+.3f}"
+            f"{f[1]:.3f} | {f[1] - r[1]:+.3f} |"
         )
     return rows
 
@@ -209,7 +210,7 @@ def main() -> None:
         )
         if name == "photos":
             for line in source_rows(raw_alphas, ref_alphas, data["gts"]):
-                print(line + " | - |", flush=True)
+                print(line + " - |", flush=True)
 
 
 if __name__ == "__main__":
