@@ -157,6 +157,9 @@ class Tracked:
     alpha: np.ndarray  # same shape/dtype as the alpha given to new_mask, carried to this frame
     hidden_share: float  # share of the frame hidden by the change rule (0..1)
     ms: float  # compensation cost for this frame: observe + track (+ new_mask if one came)
+    # this frame in colour at flow resolution: box-averaged by 2^n through exact halvings (the
+    # compositor's guide when that is its grid: compose.render's ``guide``); None if grey
+    picture: np.ndarray | None = None
 
 
 @dataclass
@@ -805,6 +808,8 @@ class MotionCompensator:
             args = (self._mask_ref, self._blur_cur, cur_c, self._colour, self._state, self._noise)
             hidden = _change_rule(s, *args, fixed)
         alpha, n_hidden = _warp_alpha(self._alpha, self._state, hidden, self._buf, fixed)
+        picture = self._cur_colour.plain()  # made by the change rule already (colour streams)
         ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3
         self._mask_ms = 0.0
-        return Tracked(alpha=alpha, hidden_share=n_hidden / alpha.size, ms=ms)
+        share = n_hidden / alpha.size
+        return Tracked(alpha=alpha, hidden_share=share, ms=ms, picture=picture)

@@ -66,10 +66,11 @@ class Picture:
         """The display's message for ``frame`` and the alpha applied (for ``--save-alpha``)."""
         self._follow_stream(frame.stream, frame.ts)
         verdict = self.slot.verdict(frame.stream, frame.ts, frame.image.shape[:2])
-        alpha = self._motion(frame, track=privacy and verdict.show)
+        tracked = self._motion(frame, track=privacy and verdict.show)
+        alpha, guide = (None, None) if tracked is None else (tracked.alpha, tracked.picture)
         t0 = self.clock()
         rendered = compose.render(
-            self.look, frame.image, privacy=privacy, mask_ok=verdict.show, alpha=alpha
+            self.look, frame.image, privacy=privacy, mask_ok=verdict.show, alpha=alpha, guide=guide
         )
         self.stats.sample("compose_ms", (self.clock() - t0) * 1000)
         age_ms = None
@@ -106,8 +107,9 @@ class Picture:
             self.stream = stream
         self.slot.see_frame(stream, ts)
 
-    def _motion(self, frame: protocol.Frame, track: bool) -> np.ndarray | None:
-        """Observe every moving frame; the tracked alpha if this frame is shown with a mask."""
+    def _motion(self, frame: protocol.Frame, track: bool):  # -> motion.Tracked | None
+        """Observe every moving frame; the tracked mask (its alpha, and the frame at flow
+        resolution that the compositing reuses as its guide) if this frame is shown with one."""
         if self.motion is None or frame.still:
             return None
         self.motion.observe(frame.frame_id, frame.image)
@@ -120,4 +122,4 @@ class Picture:
         self.stats.sample("motion_hidden_share", tracked.hidden_share)
         self.stats.count("motion_tracked_frames")
         self.stats.count("motion_hidden_frames", int(tracked.hidden_share > 0))  # any pixel
-        return tracked.alpha
+        return tracked

@@ -379,6 +379,43 @@ def test_render_alpha_replaces_the_stored_alpha_for_one_frame_only():
     assert r.fail_closed
 
 
+@pytest.mark.parametrize("size", [(640, 360), (640, 480), (1280, 720)])
+def test_the_motion_compensators_picture_is_the_guide_render_makes(size):
+    """``render(guide=...)`` with ``motion.Tracked.picture`` (the frame at flow resolution, by
+    exact halvings): at 640 wide that is the picture render makes itself, so the result is the
+    same to the bit; at 1280 it is the exact 8x8 box mean where render subsamples (the same
+    within a level of alpha on average). A guide of another shape is not used; one of the
+    grid's shape is (a black one changes the result)."""
+    from compositor.motion import MotionCompensator
+
+    w, h = size
+    frame = cv2.resize(cv2.imread(str(PHOTO)), (w, h), interpolation=cv2.INTER_AREA)
+    state = new_state(ComposeSettings())
+    accept_mask(state, _person_mask(h, w), frame, continuous=False)
+    comp = MotionCompensator()
+    comp.observe(0, frame)
+    comp.new_mask(state.mask.alpha, 0, frame)
+    comp.observe(1, frame)
+    picture = comp.track(1, frame).picture
+    assert picture.shape == (*state.mask.alpha.shape, 3)
+
+    def rendered(guide):
+        r = render(state, frame, privacy=True, mask_ok=True, guide=guide)
+        return r.alpha.copy(), r.image.copy()
+
+    alpha, image = rendered(None)
+    g_alpha, g_image = rendered(picture)
+    if w == 640:
+        assert np.array_equal(g_alpha, alpha) and np.array_equal(g_image, image)
+    else:
+        assert np.mean(np.abs(g_alpha.astype(int) - alpha)) < 1.0
+        assert np.mean((g_alpha >= 128) != (alpha >= 128)) < 0.002
+    other_alpha, other_image = rendered(np.ascontiguousarray(picture[::2, ::2]))
+    assert np.array_equal(other_alpha, alpha) and np.array_equal(other_image, image)
+    black_alpha, _ = rendered(np.zeros_like(picture))
+    assert not np.array_equal(black_alpha, alpha)
+
+
 @pytest.mark.parametrize("size", [(640, 360), (1280, 720), (853, 480)])
 def test_band_refinement_equals_the_dense_guided_upsampling(size):
     """Per-pixel work only in the band: outside it a pixel takes its cell's class. Compared with
@@ -393,7 +430,8 @@ def test_band_refinement_equals_the_dense_guided_upsampling(size):
     buf = state.buffers[(h, w)]
     hp, wp = buf["out_p"].shape[:2]
     fp = compose._padded(frame, hp, wp)
-    coef = compose._grid_refine(state.mask.alpha, compose.MODEL_GRID_WIDTH, fp, buf).coef
+    compose._guide_into(fp, None, buf)
+    coef = compose._grid_refine(state.mask.alpha, compose.MODEL_GRID_WIDTH, buf).coef
     dense_coef = cv2.resize(coef, (wp, hp))  # (hp, wp, 4): A (B, G, R) and b per pixel
     q = dense_coef[..., 3].copy()
     for c in range(3):

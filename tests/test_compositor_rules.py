@@ -147,6 +147,7 @@ class Tracked:
     alpha: np.ndarray
     hidden_share: float
     ms: float
+    picture: np.ndarray | None = None
 
 
 class FakeMotion:
@@ -164,15 +165,24 @@ class FakeMotion:
 
     def track(self, frame_id, image):
         self.calls.append(("track", frame_id))
-        return Tracked(np.ones(self.alpha_shape, np.float32), 0.25, 1.5)
+        self.picture = np.zeros((*self.alpha_shape, 3), np.uint8)
+        return Tracked(np.ones(self.alpha_shape, np.float32), 0.25, 1.5, self.picture)
 
     def reset(self):
         self.calls.append(("reset",))
 
 
-def test_motion_wiring():
+def test_motion_wiring(monkeypatch):
     motion = FakeMotion()
     core, _ = make_core(motion=motion)
+    guides = []  # what render was given as the frame on the grid (the tracked picture)
+    real_render = compose.render
+
+    def render(*args, **kw):
+        guides.append(kw.get("guide"))
+        return real_render(*args, **kw)
+
+    monkeypatch.setattr(compose, "render", render)
     f1 = frame(1)
     out, _ = core.picture.composite(f1, privacy=True)  # no mask yet: observed, not tracked
     hand(core, f1)
@@ -182,12 +192,13 @@ def test_motion_wiring():
     assert mask_frame is f1.image  # the in-flight frame's own picture
     out, alpha = core.picture.composite(frame(2), privacy=True)
     assert motion.calls[-2:] == [("observe", 2), ("track", 2)]
+    assert guides[-1] is motion.picture
     assert alpha.min() >= 250  # the tracked alpha (all person) was applied, not the stored one
     assert core.picture.look.mask.alpha.min() == 0  # ... and the stored one is unchanged
     assert list(core.stats.series["motion_ms"]) == [1.5]
     assert list(core.stats.series["motion_hidden_share"]) == [0.25]
     core.picture.composite(frame(3), privacy=False)  # privacy off: observed, not tracked
-    assert motion.calls[-1] == ("observe", 3)
+    assert motion.calls[-1] == ("observe", 3) and guides[-1] is None
     still = protocol.Frame(frame_id=4, ts=104.0, stream=7, still=True, image=frame(4).image)
     core.picture.composite(still, privacy=True)  # stills: no motion at all
     assert motion.calls[-1] == ("observe", 3)
