@@ -25,6 +25,7 @@ The reference is the selfie model, not ground truth: its own flicker counts agai
     python bench/motion_lab.py                       # all clips, S in 0.5 1 2 4, default method
     python bench/motion_lab.py --variants all --intervals 2
     python bench/motion_lab.py --cost                # cost only, 640x360 and 1280x720, 1 thread
+    python bench/motion_lab.py --net-cost            # the compositor's time, motion on - off
     python bench/motion_lab.py --variants none fresh-1 motion   # fresh-1: the reference's flicker
 """
 
@@ -523,6 +524,71 @@ def cost(
         cv2.setNumThreads(default_threads)
 
 
+def net_cost(repeats: int = 5, threads: int = 1) -> None:
+    """The issue's budget as written, "cost on top of compositing": per frame, the compositor's
+    work with motion on (observe + track + ``render`` of the tracked alpha, which takes the
+    frame on the grid from the tracker: ``Tracked.picture``) minus with motion off (``render``
+    of the stored alpha, making that picture itself); the two interleaved on every frame, order
+    alternating, thread CPU time. The selfie model's masks arrive every 60 frames for the frame
+    60 before (as ``--cost``); arrival frames excluded."""
+    print(f"# machine: {describe()}; load average {os.getloadavg()[0]:.1f} at start")
+    default_threads = cv2.getNumThreads()
+    cv2.setNumThreads(threads)
+    try:
+        for name, width in (("sitting", 640), ("juggling", 1280)):
+            clip = next((c for c in clips() if c.name == name), None)
+            if clip is None:
+                continue
+            frames = read_frames(clip, width)[0][:150]
+            masks = fresh_masks(clip, frames, width)
+            on, off = _net_rounds(frames, masks, repeats)
+            net = on - off
+            h, w = frames[0].shape[:2]
+            print(
+                f"{w}x{h} {name}, threads={threads}, load {os.getloadavg()[0]:.1f}: "
+                f"motion on {np.median(on):.2f}, off {np.median(off):.2f}, per-frame difference "
+                f"median {np.median(net):.2f} mean {net.mean():.2f} ms (n={net.size})",
+                flush=True,
+            )
+    finally:
+        cv2.setNumThreads(default_threads)
+
+
+def _net_rounds(frames: list, masks: np.ndarray, repeats: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame thread CPU ms, motion on and off, ``repeats`` passes (see ``net_cost``)."""
+    compose.warm_up()
+    on: list[float] = []
+    off: list[float] = []
+    for r in range(repeats):
+        looks = [compose.new_state(compose.ComposeSettings()) for _ in range(2)]
+        comp = MotionCompensator()
+        for i, f in enumerate(frames):
+            arrived = i >= 60 and i % 60 == 0
+            if arrived:
+                for look in looks:
+                    compose.accept_mask(look, masks[i - 60], frames[i - 60], continuous=True)
+            mask_frame = (i - 60, frames[i - 60]) if arrived else None
+            for which in (0, 1) if (i + r) % 2 else (1, 0):
+                t0 = time.thread_time()
+                if which == 0:
+                    _with_motion(comp, looks[0], i, f, mask_frame)
+                else:
+                    compose.render(looks[1], f, privacy=True, mask_ok=True)
+                if i > 60 and not arrived:
+                    (on if which == 0 else off).append((time.thread_time() - t0) * 1e3)
+    return np.array(on), np.array(off)
+
+
+def _with_motion(comp, look, i: int, frame: np.ndarray, mask_frame: tuple | None) -> None:
+    """What the compositor does for a frame with motion on (``compositor.picture``)."""
+    comp.observe(i, frame)
+    if mask_frame is not None:
+        comp.new_mask(look.mask.alpha, *mask_frame)
+    tr = comp.track(i, frame)
+    alpha, guide = (None, None) if tr is None else (tr.alpha, tr.picture)
+    compose.render(look, frame, privacy=True, mask_ok=True, alpha=alpha, guide=guide)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--clips", nargs="*", default=[], help="clip names (default: all)")
@@ -535,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--latency", type=float, default=1.0, help="mask latency as a multiple of S")
     ap.add_argument("--cost", action="store_true", help="only the per-frame cost")
+    ap.add_argument(
+        "--net-cost", action="store_true", help="cost on top of compositing (motion on - off)"
+    )
     ap.add_argument("--threads", type=int, default=1, help="OpenCV threads for --cost")
     ap.add_argument(
         "--cost-other",
@@ -558,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cost:
         cost(args.repeats, args.threads, args.cost_other, args.cost_variants)
+        return 0
+    if args.net_cost:
+        net_cost(args.repeats, args.threads)
         return 0
     variants = list(VARIANTS) if args.variants == ["all"] else args.variants
     lab(args.clips, variants, args.intervals, args.latency)
