@@ -148,7 +148,7 @@ class RigidSubject(MotionCompensator):
         super()._new_mask(alpha, frame_id, mask_frame)
         self._t = None
         inside = (
-            (self._mask_ref[..., 1] >= 0.5).astype(np.uint8) if self._alpha is not None else None
+            (self._mask_ref[..., 0] >= 0.5).astype(np.uint8) if self._alpha is not None else None
         )
         if inside is None or np.count_nonzero(inside) < 8:
             return
@@ -201,11 +201,10 @@ class ColourCue(MotionCompensator):
             return super().track(frame_id, frame)
         from compositor import kernels
         from compositor.motion import (
-            _NO_COLOUR,
             Tracked,
             _colour_gate,
-            _fixed_map,
             _hidden,
+            _safe_map,
             _threshold,
             _through,
             _warp_alpha,
@@ -217,14 +216,16 @@ class ColourCue(MotionCompensator):
         small_alpha, res, motion = (np.empty(llr.shape, np.float32) for _ in range(3))
         thr = _threshold(s, self._noise.grey)
         args = (thr, s.band_path, s.unexplained_px, small_alpha, res, motion)
-        fixed = _fixed_map(self._state)
-        sampled = _through(self._mask_ref, fixed)
-        kernels.change_residual(sampled, self._state, self._blur_cur, _NO_COLOUR, *args)
+        xy = _safe_map(self._state)
+        sampled = _through(self._mask_ref, xy)  # [alpha, the channels the residual compares]
+        colour = self._mask_ref.shape[2] == 4
+        compared = self._cur_colour.blurred() if colour else self._blur_cur[..., None]
+        kernels.change_residual(sampled, self._state, compared, *args)
         hidden = None
         if s.hide_unexplained and np.count_nonzero(llr > self.llr):
             # _hidden's calm ring: threshold * hide_grow_low; with an LLR the scale is shifted
             hidden = _hidden(replace(s, hide_grow_low=1.0), llr, self.llr, small_alpha, motion)
-        alpha, n = _warp_alpha(self._alpha, self._state, hidden, self._buf, fixed)
+        alpha, n = _warp_alpha(self._alpha, self._state, hidden, self._buf, xy)
         ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3
         self._mask_ms = 0.0
         return Tracked(alpha=alpha, hidden_share=n / alpha.size, ms=ms)

@@ -326,7 +326,6 @@ def change_residual(
     sampled: np.ndarray,
     st: np.ndarray,
     cur: np.ndarray,
-    cur_bgr: np.ndarray,
     thr: float,
     path: bool,
     unexplained: float,
@@ -334,24 +333,23 @@ def change_residual(
     res: np.ndarray,
     motion: np.ndarray,
 ) -> int:
-    """Per pixel, from the mask frame already seen through the map (``sampled``: blurred grey,
-    alpha and, with ``cur_bgr``, its blurred B, G, R; ``cv2.remap`` did the gather): the warped
-    alpha, the residual against this frame (``cur``, blurred grey; with ``cur_bgr`` (h, w, 3),
-    blurred colour, the largest change of any channel) and the motion (net displacement
-    |map(x) - x|, or with ``path`` the larger of it and the path length; ``unexplained`` where
-    the occlusion check failed). ``cur_bgr`` of shape (0, 0, 3): grey only. Returns the number
-    of residuals above ``thr``. Elementwise, no gather: the loop is one pass over memory."""
+    """Per pixel, from the mask frame already seen through the map (``sampled``: its alpha, then
+    the n channels the residual compares; ``cv2.remap`` did the gather): the warped alpha, the
+    residual against this frame (``cur``, (h, w, n): blurred grey, or blurred B, G, R; the
+    largest change of any channel) and the motion (net displacement |map(x) - x|, or with
+    ``path`` the larger of it and the path length; ``unexplained`` where the occlusion check
+    failed). Returns the number of residuals above ``thr``. Elementwise, no gather: the loop is
+    one pass over memory."""
     h, w = res.shape
-    colour = cur_bgr.shape[0] == h
+    n = cur.shape[2]
     bad = 0
     for y in range(h):
         for x in range(w):
-            r = abs(cur[y, x] - sampled[y, x, 0])
-            if colour:  # |grey change| <= the largest channel change: grey is their mean
-                for c in range(3):
-                    r = max(r, abs(cur_bgr[y, x, c] - sampled[y, x, 2 + c]))
+            r = 0.0
+            for c in range(n):
+                r = max(r, abs(cur[y, x, c] - sampled[y, x, 1 + c]))
             res[y, x] = r
-            small_alpha[y, x] = sampled[y, x, 1]
+            small_alpha[y, x] = sampled[y, x, 0]
             if r > thr:
                 bad += 1
             dx = st[y, x, 0] - x
