@@ -549,10 +549,12 @@ def _guide_into(frame_p: np.ndarray, guide: np.ndarray | None, buf: dict) -> np.
     flow resolution is the grid at 640x360 and 1280x720: the frame box-averaged by 4 and 8 by
     exact halvings), so making it twice was ~0.15 ms a frame at 640x360 and ~0.5 ms at 1280x720.
     Its shape tells: a picture of the grid's shape from power-of-two halvings of an unpadded
-    frame is the k x k box mean (k = 2^n: for any other k the shapes differ at these widths).
+    frame is the k x k box mean (k = 2^n: for any other k the widths differ, at any width up
+    to 16,000 px).
     """
     small = buf["small"]
-    if guide is not None and not buf["padded"] and guide.shape == small.shape:
+    usable = guide is not None and guide.shape == small.shape and guide.dtype == small.dtype
+    if usable and not buf["padded"]:
         np.copyto(small, guide)
     else:
         _guide_small(frame_p, buf["k"], small)

@@ -144,6 +144,23 @@ def test_mask_for_frame_no_longer_in_history_uses_mask_frame():
     assert iou(tr.alpha, person_mask(xs[19], 100)) > 0.85
 
 
+def test_tracked_picture_is_this_frame_at_flow_resolution():
+    """``Tracked.picture`` (the compositor's guide, ``compose.render(guide=...)``) is the frame
+    being tracked, box-averaged to flow resolution by exact halvings; when the newest frame
+    observed is another one (a caller that skipped ``observe``) there is none, never another
+    frame's picture."""
+    from compositor.compose import downscale_by
+
+    comp = MotionCompensator()
+    frames = [frame_with_person(100 + 4 * i) for i in range(4)]
+    for i, f in enumerate(frames[:3]):
+        comp.observe(i, f)
+    comp.new_mask(person_mask(100, 100), 0, frames[0])
+    tr = comp.track(2, frames[2])
+    assert np.array_equal(tr.picture, downscale_by(frames[2], W // tr.picture.shape[1]))
+    assert comp.track(3, frames[3]).picture is None
+
+
 def test_alpha_of_another_size_keeps_its_size():
     comp = MotionCompensator()
     frames = [frame_with_person(100 + 4 * i) for i in range(6)]
