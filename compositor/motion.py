@@ -819,10 +819,8 @@ class MotionCompensator:
             args = (self._mask_ref, self._blur_cur, cur_c, self._colour, self._state, self._noise)
             hidden = _change_rule(s, *args, xy)
         alpha, n_hidden = _warp_alpha(self._alpha, self._state, hidden, self._buf, xy)
-        # this frame's picture (made by the change rule already, colour streams); none if the
-        # newest frame observed is another one (the caller skipped observe)
+        # this frame's picture (the change rule made it); none if observe() skipped this frame
         picture = self._cur_colour.plain() if cur.frame_id == frame_id else None
         ms = self._observe_ms + self._mask_ms + (self.clock() - t0) * 1e3
         self._mask_ms = 0.0
-        share = n_hidden / alpha.size
-        return Tracked(alpha=alpha, hidden_share=share, ms=ms, picture=picture)
+        return Tracked(alpha, n_hidden / alpha.size, ms, picture)
