@@ -52,6 +52,29 @@ def same_aspect(
     return abs(ra - rb) <= tolerance * rb
 
 
+# Why a mask image is refused for a frame (the compositor counts refusals by these reasons).
+MASK_TOO_LARGE = "mask_too_large"
+MASK_ASPECT = "mask_aspect"
+
+
+def mask_problem(
+    mask_shape: tuple[int, ...],
+    frame_shape: tuple[int, ...],
+    tolerance: float = MASK_ASPECT_TOLERANCE,
+) -> str:
+    """Why a mask image cannot belong to a frame ("" if it can): it must have the frame's aspect
+    (``same_aspect``) and at most the frame's size (a bigger one is wasted memory at best, an
+    attack at worst). The compositor refuses such masks; the worker sends its smaller native
+    grid only where it passes with a margin (half the ``tolerance``)."""
+    mh, mw = mask_shape[:2]
+    fh, fw = frame_shape[:2]
+    if mh > fh or mw > fw:
+        return MASK_TOO_LARGE
+    if not same_aspect((mh, mw), (fh, fw), tolerance):
+        return MASK_ASPECT
+    return ""
+
+
 class ProtocolError(ValueError):
     """A message we must drop (malformed, foreign, wrong version); the text says which."""
 

@@ -22,8 +22,9 @@ import statistics
 from collections import deque
 from dataclasses import dataclass
 
-# The aspect check of the mask contract (compose.render uses the same one).
-from common.protocol import same_aspect
+# The mask contract's checks (compose.render uses the same aspect check); ``mask_problem`` and its
+# reasons are re-exported: the compositor's core refuses masks through this module.
+from common.protocol import MASK_ASPECT, MASK_TOO_LARGE, mask_problem, same_aspect  # noqa: F401
 
 WAITING, STALE, MISMATCH = "waiting", "stale", "mismatch"
 
@@ -34,22 +35,6 @@ WAITING, STALE, MISMATCH = "waiting", "stale", "mismatch"
 STALL_FACTOR = 1.5
 CADENCE_SAMPLES = 9  # median of the last peaks: one late mask (a stall) does not move it
 PEAK_CAP_S = 30.0  # however slow a worker is, a mask older than 1.5 x this is never trusted
-
-# Why a mask image is refused (counted by these reasons, like the provenance ones).
-MASK_TOO_LARGE = "mask_too_large"
-MASK_ASPECT = "mask_aspect"
-
-
-def mask_problem(mask_shape: tuple[int, ...], frame_shape: tuple[int, ...]) -> str:
-    """Why a mask image cannot belong to a frame ("" if it can): it must have the frame's aspect
-    and at most the frame's size (a bigger one is wasted memory at best, an attack at worst)."""
-    mh, mw = mask_shape[:2]
-    fh, fw = frame_shape[:2]
-    if mh > fh or mw > fw:
-        return MASK_TOO_LARGE
-    if not same_aspect((mh, mw), (fh, fw)):
-        return MASK_ASPECT
-    return ""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from common.errors import FatalError
-from common.protocol import MASK_ASPECT_TOLERANCE, same_aspect
+from common.protocol import MASK_ASPECT_TOLERANCE, mask_problem
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,10 @@ class Segmentation:
         high (a very wide frame, e.g. 3840x96 -> 256x6) is rounded away from the frame's aspect,
         and the compositor would refuse every such mask (the call would stay hidden)."""
         n = self.native
-        if n is None or n.shape[0] > frame_shape[0] or n.shape[1] > frame_shape[1]:
-            return self.mask
         # half the contract's tolerance: a margin for the receiver's own rounding
-        return n if same_aspect(n.shape, frame_shape, 0.5 * MASK_ASPECT_TOLERANCE) else self.mask
+        if n is None or mask_problem(n.shape, frame_shape, 0.5 * MASK_ASPECT_TOLERANCE):
+            return self.mask
+        return n
 
 
 @dataclass(frozen=True)
