@@ -26,6 +26,7 @@ The reference is the selfie model, not ground truth: its own flicker counts agai
     python bench/motion_lab.py --variants all --intervals 2
     python bench/motion_lab.py --cost                # cost only, 640x360 and 1280x720, 1 thread
     python bench/motion_lab.py --net-cost            # the compositor's time, motion on - off
+    python bench/motion_lab.py --refined --intervals 2   # bench_motion's checks, no timing noise
     python bench/motion_lab.py --variants none fresh-1 motion   # fresh-1: the reference's flicker
 """
 
@@ -429,6 +430,82 @@ def lab(names: list[str], variants: list[str], intervals: list[float], latency_f
     return results
 
 
+def _refined_reference(frames: list[np.ndarray], masks: np.ndarray) -> list[np.ndarray]:
+    """What ``--lockstep`` shows: every frame composited with its own mask, in sequence
+    (temporal smoothing on); the applied alpha >= 128 (full resolution, refined)."""
+    look = compose.new_state(compose.ComposeSettings())
+    out = []
+    for f, m in zip(frames, masks, strict=True):
+        compose.accept_mask(look, m, f, continuous=True)
+        out.append(compose.render(look, f, privacy=True, mask_ok=True).alpha >= 128)
+    return out
+
+
+def _refined_run(frames, masks, ref, step: int, motion: bool) -> dict[str, float]:
+    """The compositor's picture side, frame by frame (``compositor.picture``'s order: observe,
+    accept_mask + new_mask on an arrival, track, render), masks from ``schedule`` (computed
+    every ``step`` frames, delivered ``step`` later); scored like bench_motion.py."""
+    look = compose.new_state(compose.ComposeSettings())
+    comp = MotionCompensator() if motion else None
+    arrivals = schedule(len(frames), step, step)
+    iou, room, blurred = [], [], []
+    for i, f in enumerate(frames):
+        if comp is not None:
+            comp.observe(i, f)
+        if i in arrivals:
+            j = arrivals[i]
+            compose.accept_mask(look, masks[j], frames[j], continuous=True)
+            if comp is not None:
+                comp.new_mask(look.mask.alpha, j, frames[j])
+        if look.mask is None:
+            continue  # the compositor fails closed until the first mask: not scored
+        tr = comp.track(i, f) if comp is not None else None
+        alpha, guide = (None, None) if tr is None else (tr.alpha, tr.picture)
+        a = compose.render(look, f, privacy=True, mask_ok=True, alpha=alpha, guide=guide)
+        a, r = a.alpha >= 128, ref[i]
+        iou.append(np.count_nonzero(a & r) / max(1, np.count_nonzero(a | r)))
+        room.append(100 * np.count_nonzero(a & ~r) / a.size)
+        blurred.append(100 * np.count_nonzero(~a & r) / a.size)
+    if not iou:
+        return {"n": 0}
+    p99 = float(np.percentile(room, 99))
+    return {"n": len(iou), "iou": np.mean(iou), "room": np.mean(room), "p99": p99,
+            "blurred": np.mean(blurred)}  # fmt: skip
+
+
+def refined_lab(names: list[str], intervals: list[float]) -> None:
+    """bench_motion.py's comparison without its timing: the applied alpha after the refinement
+    (full resolution, >= 128) against ``--lockstep``'s, motion on and off, with the selfie
+    model's masks on a fixed schedule. Deterministic, so it tells a change's effect apart from
+    the live runs' noise (which masks arrive when, frames dropped on a busy host)."""
+    print(f"# machine: {describe()}")
+    print(f"{'clip':<12}{'S':>5}  IoU off -> on   room % off -> on (ratio)   p99 % off -> on"
+          "   blurred % off -> on   checks")  # fmt: skip
+    for clip in clips():
+        if names and clip.name not in names:
+            continue
+        frames, fps = read_frames(clip)
+        masks = fresh_masks(clip, frames)
+        ref = _refined_reference(frames, masks)
+        for s_int in intervals:
+            step = max(1, round(s_int * fps))
+            off, on = (_refined_run(frames, masks, ref, step, m) for m in (False, True))
+            if not on["n"]:
+                print(f"{clip.name:<12}{s_int:>5g}  (clip shorter than 2S)")
+                continue
+            ratio = on["room"] / off["room"] if off["room"] else float("inf")
+            ok = [ratio <= 1 / 3, on["iou"] >= off["iou"], on["blurred"] <= off["blurred"]]
+            names_ok = zip(("room", "IoU", "blurred"), ok, strict=True)
+            checks = " ".join(n for n, good in names_ok if not good)
+            print(
+                f"{clip.name:<12}{s_int:>5g}  {off['iou']:.3f} -> {on['iou']:.3f}   "
+                f"{off['room']:.3f} -> {on['room']:.3f} (x{ratio:.2f})   "
+                f"{off['p99']:.2f} -> {on['p99']:.2f}   {off['blurred']:.3f} -> "
+                f"{on['blurred']:.3f}   {'pass' if all(ok) else 'miss: ' + checks}",
+                flush=True,
+            )
+
+
 COST_VARIANTS: dict[str, MotionSettings] = {
     "default": MotionSettings(),
     "refine_every=1": MotionSettings(refine_every=1),
@@ -605,6 +682,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--net-cost", action="store_true", help="cost on top of compositing (motion on - off)"
     )
+    ap.add_argument(
+        "--refined", action="store_true", help="bench_motion's comparison, deterministic"
+    )
     ap.add_argument("--threads", type=int, default=1, help="OpenCV threads for --cost")
     ap.add_argument(
         "--cost-other",
@@ -631,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.net_cost:
         net_cost(args.repeats, args.threads)
+        return 0
+    if args.refined:
+        refined_lab(args.clips, args.intervals)
         return 0
     variants = list(VARIANTS) if args.variants == ["all"] else args.variants
     lab(args.clips, variants, args.intervals, args.latency)
