@@ -3,7 +3,7 @@ messages between the sockets and this object.
 
 * READY: the worker is idle.
 * MASK: accepted only if genuine (``Dispatcher.claim``: from the worker the frame was handed to,
-  for that frame and stream), of a plausible size for that frame (``maskslot.mask_problem``) and
+  for that frame and stream), of a plausible size for that frame (``protocol.mask_problem``) and
   newer than the applied one (``MaskSlot.newer``). Everything else is dropped and counted, by
   reason (``masks_rejected_by_reason``); a malformed message never gets this far (``bad_messages``).
 * CONTROL: privacy toggle/on/off, logged when it changes. VIEW: the display's window wants the
@@ -23,7 +23,6 @@ from common import protocol, sockets
 from common.stats import Stats
 from compositor.control import PrivacySwitch
 from compositor.dispatch import Dispatcher, InFlight
-from compositor.maskslot import mask_problem
 from compositor.picture import Picture
 
 REFUSED_LOG_S = 5.0
@@ -91,7 +90,7 @@ class Core:
         self.stats.count("mask_bytes", nbytes)
         rec, reason = self.dispatcher.lookup(identity, msg.frame_id, msg.stream)
         if rec is not None:
-            reason = mask_problem(msg.image.shape, rec.frame.image.shape)
+            reason = protocol.mask_problem(msg.image.shape, rec.frame.image.shape)
         if self.dispatcher.ready(identity, msg.worker, now):  # a mask also means "idle now"
             self.log.info("worker %s (re)joined with a mask", msg.worker)
         if reason or rec is None:

@@ -22,9 +22,8 @@ import statistics
 from collections import deque
 from dataclasses import dataclass
 
-# The mask contract's checks (compose.render uses the same aspect check); ``mask_problem`` and its
-# reasons are re-exported: the compositor's core refuses masks through this module.
-from common.protocol import MASK_ASPECT, MASK_TOO_LARGE, mask_problem, same_aspect  # noqa: F401
+# The mask contract's aspect check (compose.render uses the same one).
+from common.protocol import same_aspect
 
 WAITING, STALE, MISMATCH = "waiting", "stale", "mismatch"
 

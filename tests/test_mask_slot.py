@@ -1,15 +1,13 @@
 """The applied mask and the hide-or-show verdict, and the privacy switch, without sockets
 (milliseconds)."""
 
+from common.protocol import MASK_ASPECT, MASK_TOO_LARGE, mask_problem
 from compositor.control import PrivacySwitch
 from compositor.maskslot import (
-    MASK_ASPECT,
-    MASK_TOO_LARGE,
     MISMATCH,
     STALE,
     WAITING,
     MaskSlot,
-    mask_problem,
 )
 
 HD = (360, 640)

@@ -121,7 +121,7 @@ def test_every_mask_the_worker_sends_is_one_the_compositor_accepts():
     or frame-sized) passes the compositor's check. A grid a few cells high is rounded off the
     frame's aspect (1280x32 -> 256x6): then the frame-sized mask goes instead, or every mask
     would be refused and the call stay hidden."""
-    from compositor.maskslot import mask_problem
+    from common.protocol import mask_problem
 
     seg = open_segmenter("selfie", MODEL, SegmenterOptions())
     sizes = [(1280, 32), (3840, 96), (640, 16), (16, 640), (641, 359), (1000, 10), (640, 360)]
