@@ -204,6 +204,7 @@ class ColourCue(MotionCompensator):
         from compositor.motion import (
             Tracked,
             _colour_gate,
+            _compared,
             _hidden,
             _safe_map,
             _threshold,
@@ -219,8 +220,7 @@ class ColourCue(MotionCompensator):
         args = (thr, s.band_path, s.unexplained_px, small_alpha, res, motion)
         xy = _safe_map(self._state)
         sampled = _through(self._mask_ref, xy)  # [alpha, the channels the residual compares]
-        colour = self._mask_ref.shape[2] == 4
-        compared = self._cur_colour.blurred() if colour else self._blur_cur[..., None]
+        compared = _compared(self._mask_ref, self._blur_cur, self._cur_colour)
         kernels.change_residual(sampled, self._state, compared, *args)
         hidden = None
         if s.hide_unexplained and np.count_nonzero(llr > self.llr):

@@ -568,9 +568,18 @@ class _FlowColour:
         return self._plain
 
     def blurred(self) -> np.ndarray | None:
-        if self._blurred is None and self._half.ndim == 3:
-            self._blurred = _blurred(self.plain(), self._blur)
+        if self._blurred is None and (plain := self.plain()) is not None:
+            self._blurred = _blurred(plain, self._blur)
         return self._blurred
+
+
+def _compared(mask_ref: np.ndarray, blur_cur: np.ndarray, cur: _FlowColour) -> np.ndarray:
+    """This frame's side of the residual, matching ``mask_ref``'s channels after its alpha
+    (``_mask_ref``): blurred B, G, R when it holds the mask frame's colour (residual_colour on,
+    a colour stream), else the blurred grey as (h, w, 1)."""
+    if mask_ref.shape[2] == 4 and cur.plain() is not None:
+        return cur.blurred()
+    return blur_cur[..., None]
 
 
 def _change_rule(
@@ -593,15 +602,12 @@ def _change_rule(
     small_alpha = np.empty(shape, np.float32)
     res = np.empty(shape, np.float32)
     motion = np.empty(shape, np.float32)
-    bgr = cur.plain()
-    # mask_ref holds the mask frame's colour only with residual_colour on and a colour stream
-    colour = bgr is not None and mask_ref.shape[2] == 4
-    compared = cur.blurred() if colour else blur_cur[..., None]
-    threshold = _threshold(s, noise.colour if colour else noise.grey)
+    compared = _compared(mask_ref, blur_cur, cur)
+    threshold = _threshold(s, noise.colour if compared.shape[2] == 3 else noise.grey)
     args = (threshold, s.band_path, s.unexplained_px, small_alpha, res, motion)
     if kernels.change_residual(_through(mask_ref, xy), state, compared, *args) == 0:
         return None
-    llr = _colour_gate(s, bgr, table)
+    llr = _colour_gate(s, cur.plain(), table)
     if llr is not None:
         np.copyto(res, 0.0, where=llr <= s.colour_llr)  # the person's colours: not the room
     return _hidden(s, res, threshold, small_alpha, motion)
