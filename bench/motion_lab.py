@@ -441,28 +441,39 @@ def _refined_reference(frames: list[np.ndarray], masks: np.ndarray) -> list[np.n
     return out
 
 
+def _compositor_frame(comp, look, i: int, frame: np.ndarray, arrival: tuple | None = None):
+    """What ``compositor.picture`` does for a frame: observe it (motion on: ``comp``), take a
+    mask that arrived (``arrival``: (j, mask, frame j)) into ``look`` and the tracker, track,
+    render. None until the first mask (the compositor fails closed then)."""
+    if comp is not None:
+        comp.observe(i, frame)
+    if arrival is not None:
+        j, mask, mask_frame = arrival
+        compose.accept_mask(look, mask, mask_frame, continuous=True)
+        if comp is not None:
+            comp.new_mask(look.mask.alpha, j, mask_frame)
+    if look.mask is None:
+        return None
+    tr = comp.track(i, frame) if comp is not None else None
+    alpha, guide = (None, None) if tr is None else (tr.alpha, tr.picture)
+    return compose.render(look, frame, privacy=True, mask_ok=True, alpha=alpha, guide=guide)
+
+
 def _refined_run(frames, masks, ref, step: int, motion: bool) -> dict[str, float]:
-    """The compositor's picture side, frame by frame (``compositor.picture``'s order: observe,
-    accept_mask + new_mask on an arrival, track, render), masks from ``schedule`` (computed
-    every ``step`` frames, delivered ``step`` later); scored like bench_motion.py."""
+    """The compositor's picture side, frame by frame (``_compositor_frame``), masks from
+    ``schedule`` (computed every ``step`` frames, delivered ``step`` later); scored like
+    bench_motion.py."""
     look = compose.new_state(compose.ComposeSettings())
     comp = MotionCompensator() if motion else None
     arrivals = schedule(len(frames), step, step)
     iou, room, blurred = [], [], []
     for i, f in enumerate(frames):
-        if comp is not None:
-            comp.observe(i, f)
-        if i in arrivals:
-            j = arrivals[i]
-            compose.accept_mask(look, masks[j], frames[j], continuous=True)
-            if comp is not None:
-                comp.new_mask(look.mask.alpha, j, frames[j])
-        if look.mask is None:
-            continue  # the compositor fails closed until the first mask: not scored
-        tr = comp.track(i, f) if comp is not None else None
-        alpha, guide = (None, None) if tr is None else (tr.alpha, tr.picture)
-        a = compose.render(look, f, privacy=True, mask_ok=True, alpha=alpha, guide=guide)
-        a, r = a.alpha >= 128, ref[i]
+        j = arrivals.get(i)
+        arrival = None if j is None else (j, masks[j], frames[j])
+        rendered = _compositor_frame(comp, look, i, f, arrival)
+        if rendered is None:
+            continue  # not scored before the first mask
+        a, r = rendered.alpha >= 128, ref[i]
         iou.append(np.count_nonzero(a & r) / max(1, np.count_nonzero(a | r)))
         room.append(100 * np.count_nonzero(a & ~r) / a.size)
         blurred.append(100 * np.count_nonzero(~a & r) / a.size)
@@ -639,32 +650,16 @@ def _net_rounds(frames: list, masks: np.ndarray, repeats: int) -> tuple[np.ndarr
     off: list[float] = []
     for r in range(repeats):
         looks = [compose.new_state(compose.ComposeSettings()) for _ in range(2)]
-        comp = MotionCompensator()
+        comps = [MotionCompensator(), None]  # motion on, off
         for i, f in enumerate(frames):
             arrived = i >= 60 and i % 60 == 0
-            if arrived:
-                for look in looks:
-                    compose.accept_mask(look, masks[i - 60], frames[i - 60], continuous=True)
-            mask_frame = (i - 60, frames[i - 60]) if arrived else None
+            arrival = (i - 60, masks[i - 60], frames[i - 60]) if arrived else None
             for which in (0, 1) if (i + r) % 2 else (1, 0):
                 t0 = time.thread_time()
-                if which == 0:
-                    _with_motion(comp, looks[0], i, f, mask_frame)
-                else:
-                    compose.render(looks[1], f, privacy=True, mask_ok=True)
+                _compositor_frame(comps[which], looks[which], i, f, arrival)
                 if i > 60 and not arrived:
                     (on if which == 0 else off).append((time.thread_time() - t0) * 1e3)
     return np.array(on), np.array(off)
-
-
-def _with_motion(comp, look, i: int, frame: np.ndarray, mask_frame: tuple | None) -> None:
-    """What the compositor does for a frame with motion on (``compositor.picture``)."""
-    comp.observe(i, frame)
-    if mask_frame is not None:
-        comp.new_mask(look.mask.alpha, *mask_frame)
-    tr = comp.track(i, frame)
-    alpha, guide = (None, None) if tr is None else (tr.alpha, tr.picture)
-    compose.render(look, frame, privacy=True, mask_ok=True, alpha=alpha, guide=guide)
 
 
 def main(argv: list[str] | None = None) -> int:
