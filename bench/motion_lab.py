@@ -28,6 +28,8 @@ The reference is the selfie model, not ground truth: its own flicker counts agai
     python bench/motion_lab.py --net-cost            # the compositor's time, motion on - off
     python bench/motion_lab.py --refined --intervals 2   # bench_motion's checks, no timing noise
     python bench/motion_lab.py --variants none fresh-1 motion   # fresh-1: the reference's flicker
+    python bench/motion_lab.py --drift 0.2 --variants none motion match_exposure=0
+                                                     # a camera's exposure drifting +-20 %
 """
 
 from __future__ import annotations
@@ -104,6 +106,21 @@ def read_frames(clip: Clip, width: int = WIDTH) -> tuple[list[np.ndarray], float
         frames.append(_scaled(f, width))
     cap.release()
     return frames, fps
+
+
+def drifted(frames: list[np.ndarray], fps: float, amp: float) -> list[np.ndarray]:
+    """``frames`` as a webcam's auto exposure and white balance would change them: every
+    channel scaled by a gain that swings by +-``amp`` over 6 s, blue and red apart by up to
+    +-``amp``/2 over 7.8 s (a slow, steady drift; a real camera's steps are faster). Nothing
+    moves that did not move: the change rule should hide no more than on the clip itself."""
+    out = []
+    for i, f in enumerate(frames):
+        t = i / fps
+        g = 1.0 + amp * np.sin(2 * np.pi * t / 6.0)
+        wb = amp / 2 * np.sin(2 * np.pi * t / 7.8)
+        gains = np.float32([g * (1 + wb), g, g * (1 - wb)])
+        out.append(np.clip(f.astype(np.float32) * gains, 0, 255).astype(np.uint8))
+    return out
 
 
 def fresh_masks(clip: Clip, frames: list[np.ndarray], width: int = WIDTH) -> np.ndarray:
@@ -221,7 +238,8 @@ class ColourCue(MotionCompensator):
         xy = _safe_map(self._state)
         sampled = _through(self._mask_ref, xy)  # [alpha, the channels the residual compares]
         compared = _compared(self._mask_ref, self._blur_cur, self._cur_colour)
-        kernels.change_residual(sampled, self._state, compared, *args)
+        ones = np.ones(compared.shape[2], np.float32)  # no exposure match in this experiment
+        kernels.change_residual(sampled, self._state, compared, ones, *args)
         hidden = None
         if s.hide_unexplained and np.count_nonzero(llr > self.llr):
             # _hidden's calm ring: threshold * hide_grow_low; with an LLR the scale is shifted
@@ -393,7 +411,13 @@ def simulate(
     return sc
 
 
-def lab(names: list[str], variants: list[str], intervals: list[float], latency_factor: float):
+def lab(
+    names: list[str],
+    variants: list[str],
+    intervals: list[float],
+    latency_factor: float,
+    drift: float = 0.0,
+):
     print(f"# machine: {describe()}")
     print(
         "# alpha at working resolution (compose.working_size); fresh = selfie mask of the shown "
@@ -409,6 +433,9 @@ def lab(names: list[str], variants: list[str], intervals: list[float], latency_f
         if names and clip.name not in names:
             continue
         frames, fps = read_frames(clip)
+        if drift:  # the model's masks of the drifted frames (cached under another name)
+            frames = drifted(frames, fps, drift)
+            clip = replace(clip, name=f"{clip.name}_drift{drift:g}")
         masks = fresh_masks(clip, frames)
         shape = frames[0].shape[:2]
         fresh = [work_alpha(m, shape) for m in masks]
@@ -673,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"any of {', '.join([*VARIANTS, *EXPERIMENTS, *COLOUR])} or 'all'",
     )
     ap.add_argument("--latency", type=float, default=1.0, help="mask latency as a multiple of S")
+    ap.add_argument(
+        "--drift", type=float, default=0.0, help="exposure / white balance swing (0.2: +-20 %%)"
+    )
     ap.add_argument("--cost", action="store_true", help="only the per-frame cost")
     ap.add_argument(
         "--net-cost", action="store_true", help="cost on top of compositing (motion on - off)"
@@ -711,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         refined_lab(args.clips, args.intervals)
         return 0
     variants = list(VARIANTS) if args.variants == ["all"] else args.variants
-    lab(args.clips, variants, args.intervals, args.latency)
+    lab(args.clips, variants, args.intervals, args.latency, args.drift)
     return 0
 
 

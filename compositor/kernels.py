@@ -326,6 +326,7 @@ def change_residual(
     sampled: np.ndarray,
     st: np.ndarray,
     cur: np.ndarray,
+    gains: np.ndarray,
     thr: float,
     path: bool,
     unexplained: float,
@@ -336,10 +337,11 @@ def change_residual(
     """Per pixel, from the mask frame already seen through the map (``sampled``: its alpha, then
     the n channels the residual compares; ``cv2.remap`` did the gather): the warped alpha, the
     residual against this frame (``cur``, (h, w, n): blurred grey, or blurred B, G, R; the
-    largest change of any channel) and the motion (net displacement |map(x) - x|, or with
-    ``path`` the larger of it and the path length; ``unexplained`` where the occlusion check
-    failed). Returns the number of residuals above ``thr``. Elementwise, no gather: the loop is
-    one pass over memory."""
+    largest change of any channel, the mask frame's channel c scaled by ``gains[c]``: the
+    camera's exposure change, ``exposure_gains``) and the motion (net displacement
+    |map(x) - x|, or with ``path`` the larger of it and the path length; ``unexplained`` where
+    the occlusion check failed). Returns the number of residuals above ``thr``. Elementwise,
+    no gather: the loop is one pass over memory."""
     h, w = res.shape
     n = cur.shape[2]
     bad = 0
@@ -347,7 +349,7 @@ def change_residual(
         for x in range(w):
             r = 0.0
             for c in range(n):
-                r = max(r, abs(cur[y, x, c] - sampled[y, x, 1 + c]))
+                r = max(r, abs(cur[y, x, c] - gains[c] * sampled[y, x, 1 + c]))
             res[y, x] = r
             small_alpha[y, x] = sampled[y, x, 0]
             if r > thr:
@@ -362,6 +364,50 @@ def change_residual(
                 m = unexplained
             motion[y, x] = m
     return bad
+
+
+@numba.njit(**_JIT)
+def exposure_gains(
+    sampled: np.ndarray, cur: np.ndarray, max_alpha: float, lo: float, hi: float,
+    hist: np.ndarray, gains: np.ndarray,
+) -> int:  # fmt: skip
+    """Per channel, the median ratio this frame / mask frame (``cur`` (h, w, n) vs ``sampled``'s
+    channels after its alpha, as ``change_residual`` compares them) over every second pixel of
+    every second row whose carried alpha is at most ``max_alpha`` and whose two values both lie
+    in [lo, hi] (not dark noise, not clipped), into ``gains``: a histogram (``hist``: (n, bins))
+    of the ratio in [0.5, 2], bins of equal width. Returns how many pixels counted.
+
+    Why a quarter of the pixels: both pictures are blurred, neighbours say nearly the same, and
+    the median of ~3,600 is as good as of 14,400; the loop is a quarter as long."""
+    h, w, n = cur.shape
+    bins = hist.shape[1]
+    per = bins / 1.5
+    hist[:] = 0
+    count = 0
+    for y in range(0, h, 2):
+        for x in range(0, w, 2):
+            if sampled[y, x, 0] > max_alpha:
+                continue
+            ok = True
+            for c in range(n):
+                a = sampled[y, x, 1 + c]
+                b = cur[y, x, c]
+                ok = ok and lo <= a <= hi and lo <= b <= hi
+            if not ok:
+                continue
+            count += 1
+            for c in range(n):
+                i = int((cur[y, x, c] / sampled[y, x, 1 + c] - 0.5) * per)
+                hist[c, min(max(i, 0), bins - 1)] += 1
+    for c in range(n):
+        gains[c] = 1.0
+        seen = 0
+        for i in range(bins):
+            seen += hist[c, i]
+            if 2 * seen >= count and count > 0:
+                gains[c] = 0.5 + (i + 0.5) / per
+                break
+    return count
 
 
 @numba.njit(**_JIT)

@@ -122,6 +122,72 @@ def test_still_picture_with_noise_is_left_alone(noise):
             assert float(np.abs(tr.alpha - alpha).mean()) < 0.005
 
 
+def _exposed(frame: np.ndarray, gains: tuple[float, float, float]) -> np.ndarray:
+    """``frame`` as a camera that changed its exposure and white balance: B, G, R scaled."""
+    return np.clip(frame.astype(np.float32) * np.float32(gains), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("match", [True, False])
+def test_exposure_drift_of_a_still_picture_hides_nothing(match):
+    """Auto exposure and white balance drift by up to 25 % while nothing moves: with the match
+    nothing is hidden and the mask stays; without it the rule hides the person's edge (what the
+    match is for: the same test fails without it)."""
+    base = frame_with_person(160)
+    alpha = cv2.GaussianBlur(person_mask(160, 100), (0, 0), 1.0)
+    comp = MotionCompensator(MotionSettings(match_exposure=match))
+    hidden = []
+    for i in range(30):
+        t = i / 29
+        f = _exposed(base, (1 + 0.25 * t, 1 + 0.2 * t, 1 + 0.1 * t))
+        comp.observe(i, f)
+        if i == 0:
+            comp.new_mask(alpha, 0, base)
+        tr = comp.track(i, f)
+        hidden.append(tr.hidden_share)
+        if match:
+            assert iou(tr.alpha, alpha) > 0.99
+    if match:
+        assert max(hidden) == 0.0
+    else:
+        assert hidden[-1] > 0.005
+
+
+def test_exposure_change_does_not_keep_the_room_of_a_person_who_left():
+    """The match explains a change of exposure, not a change of content: the person leaves
+    while the camera's gain rises by 20 %, and their old place is still hidden."""
+    comp = MotionCompensator()
+    still = frame_with_person(160)
+    changed = still.copy()
+    region = person_mask(160, 100) > 0
+    changed[region] = BACKGROUND[region]
+    changed = _exposed(changed, (1.2, 1.2, 1.2))
+    for i, f in enumerate([still, still, changed, changed]):
+        comp.observe(i, f)
+    comp.new_mask(person_mask(160, 100), 0, still)
+    tr = comp.track(3, changed)
+    assert float(tr.alpha[region].mean()) < 0.1
+
+
+def test_exposure_gains_are_the_rooms_median_ratio():
+    """Per channel, the gain of the room is found to 1 % even where 30 % of it changed
+    arbitrarily (something moved); the person's pixels (carried alpha 1) do not count."""
+    from compositor import kernels
+
+    rng = np.random.default_rng(3)
+    mask_frame = rng.uniform(30, 180, (90, 160, 3)).astype(np.float32)
+    cur = mask_frame * np.float32([1.3, 0.9, 1.05])
+    moved = rng.random((90, 160)) < 0.3
+    cur[moved] = rng.uniform(16, 240, (int(moved.sum()), 3))
+    alpha = np.zeros((90, 160), np.float32)
+    alpha[:, 100:] = 1.0
+    cur[:, 100:] = 200.0  # the person: would pull every gain towards 200 / mask frame
+    sampled = np.dstack([alpha, mask_frame]).astype(np.float32)
+    hist, gains = np.empty((3, 300), np.int64), np.empty(3)
+    n = kernels.exposure_gains(sampled, np.ascontiguousarray(cur), 0.05, 16.0, 240.0, hist, gains)
+    assert n > 0.5 * 45 * 50
+    assert np.allclose(gains, [1.3, 0.9, 1.05], rtol=0.01)
+
+
 def test_mask_every_frame_is_identity():
     comp = MotionCompensator()
     for i, x in enumerate(range(100, 160, 3)):
@@ -365,7 +431,8 @@ def test_change_residual_through_the_map():
     cur[50:60, 50:60] = 0.0  # and a change the motion does not explain
     out = [np.empty((90, 160), np.float32) for _ in range(3)]
     sampled = _through(np.dstack([alpha, grey]), _safe_map(state))
-    bad = kernels.change_residual(sampled, state, cur[..., None], 20.0, False, 1000.0, *out)
+    one = np.ones(1, np.float32)
+    bad = kernels.change_residual(sampled, state, cur[..., None], one, 20.0, False, 1000.0, *out)
     small_alpha, res, motion = out
     inner = (slice(4, -1), slice(1, -3))  # away from the repeated edges
     expect = np.abs(cur - np.roll(grey, (4, -3), axis=(0, 1)))
