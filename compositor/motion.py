@@ -594,12 +594,10 @@ def _compared(mask_ref: np.ndarray, blur_cur: np.ndarray, cur: _FlowColour) -> n
 # [16, 240] only (dark pixels are mostly noise, bright ones may be clipped); the room is where
 # the carried alpha is at most 0.05, and it must be at least 5 % of the pixels looked at, else
 # every pixel counts (a person filling the frame: the median is still the still majority).
-_EXPOSURE_BINS, _EXPOSURE_LEVELS, _EXPOSURE_ROOM, _EXPOSURE_MIN_SHARE = (
-    300,
-    (16.0, 240.0),
-    0.05,
-    0.05,
-)
+_EXPOSURE_BINS = 300
+_EXPOSURE_LEVELS = (16.0, 240.0)
+_EXPOSURE_ROOM = 0.05
+_EXPOSURE_MIN_SHARE = 0.05
 
 
 def _exposure_gains(s: MotionSettings, sampled: np.ndarray, cur: np.ndarray) -> np.ndarray:
