@@ -61,22 +61,76 @@ import numpy as np  # noqa: E402
 _JIT = {"cache": True, "nogil": True, "fastmath": True, "error_model": "numpy"}
 
 
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def active_box(prob: np.ndarray, grow: int) -> tuple[int, int, int, int]:
+    """The cells where the guided filter has work to do: the bounding box (y0, y1, x0, x1,
+    ends exclusive) of every cell whose probability is not exactly 0 or 1, and of both cells of
+    every step from 0 to 1 between neighbours, grown by ``grow`` and clipped to the grid;
+    (0, 0, 0, 0) when there is none (the whole grid is 0, or 1).
+
+    Why: a window holds two different values only if it holds one of those cells (walk from
+    the one value to the other inside it), so outside that box the probability is one
+    constant, 0 or 1, on each side, every window there is flat and the filter's answer is
+    known, A = 0 and b = p (``_guided_coefficients`` says how far the box must grow). Not
+    fastmath: a NaN must count as work, never as flat."""
+    h, w = prob.shape
+    y0, y1, x0, x1 = h, -1, w, -1
+    for y in range(h):
+        for x in range(w):
+            p = prob[y, x]
+            binary = p == 0.0 or p == 1.0
+            right = down = False
+            if binary and x + 1 < w:
+                q = prob[y, x + 1]
+                right = (q == 0.0 or q == 1.0) and q != p
+            if binary and y + 1 < h:
+                q = prob[y + 1, x]
+                down = (q == 0.0 or q == 1.0) and q != p
+            if not binary or right or down:
+                y0, x0 = min(y0, y), min(x0, x)
+                y1 = max(y1, y + 1 if down else y)
+                x1 = max(x1, x + 1 if right else x)
+    if y1 < 0:
+        return 0, 0, 0, 0
+    return max(y0 - grow, 0), min(y1 + 1 + grow, h), max(x0 - grow, 0), min(x1 + 1 + grow, w)
+
+
 @numba.njit(**_JIT)
-def gf_stats(small: np.ndarray, prob: np.ndarray, st: np.ndarray) -> None:
+def flat_outside(prob: np.ndarray, crop: np.ndarray, y0: int, x0: int, coef: np.ndarray) -> None:
+    """``coef`` (h, w, 4): the coefficients computed on a crop of the grid (``crop``, starting
+    at cell (y0, x0)) where they are inside it, and the flat fit A = 0, b = p everywhere else."""
+    h, w = prob.shape
+    ch, cw = crop.shape[0], crop.shape[1]
+    for y in range(h):
+        inside_y = y0 <= y < y0 + ch
+        for x in range(w):
+            if inside_y and x0 <= x < x0 + cw:
+                for c in range(4):
+                    coef[y, x, c] = crop[y - y0, x - x0, c]
+            else:
+                coef[y, x, 0] = 0.0
+                coef[y, x, 1] = 0.0
+                coef[y, x, 2] = 0.0
+                coef[y, x, 3] = prob[y, x]
+
+
+@numba.njit(**_JIT)
+def gf_stats(small: np.ndarray, prob: np.ndarray, y0: int, x0: int, st: np.ndarray) -> None:
     """The 13 values per cell the colour guided filter box-averages, interleaved in ``st``
-    (h, w, 13): I (B, G, R in 0..1), p, the 6 products I_u I_v, the 3 products I_u p.
+    (h, w, 13) for the crop of the grid that starts at cell (y0, x0): I (B, G, R in 0..1), p,
+    the 6 products I_u I_v, the 3 products I_u p.
 
     Interleaved, not 13 planes: a plane of the 160x90 grid with its padding is a multiple of
     4 KiB, so 13 planes written in one loop all fall into the same L1 cache sets and evict each
     other (measured 0.7 ms for this loop planar, ~20x its interleaved time)."""
-    h, w = prob.shape
+    h, w = st.shape[0], st.shape[1]
     s = np.float32(1.0 / 255.0)
     for y in range(h):
         for x in range(w):
-            b = np.float32(small[y, x, 0]) * s
-            g = np.float32(small[y, x, 1]) * s
-            r = np.float32(small[y, x, 2]) * s
-            p = prob[y, x]
+            b = np.float32(small[y0 + y, x0 + x, 0]) * s
+            g = np.float32(small[y0 + y, x0 + x, 1]) * s
+            r = np.float32(small[y0 + y, x0 + x, 2]) * s
+            p = prob[y0 + y, x0 + x]
             st[y, x, 0] = b
             st[y, x, 1] = g
             st[y, x, 2] = r

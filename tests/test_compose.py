@@ -442,6 +442,54 @@ def test_band_refinement_equals_the_dense_guided_upsampling(size):
     assert np.mean((dense >= 128) != (alpha >= 128)) < 1e-3
 
 
+def _grid_probabilities() -> dict[str, np.ndarray]:
+    """Grid masks (90x160) whose crop takes every shape: a person in the middle, one at the
+    right edge filling the full height (the room on the left 0, the person side 1: two
+    constants outside the crop), a soft blob in a corner, one fractional cell, none, all."""
+    yy, xx = np.mgrid[:90, :160]
+    middle = np.clip((20.0 - np.hypot(yy - 50, xx - 80)) / 6, 0, 1).astype(np.float32)
+    right = (xx >= 120).astype(np.float32)
+    right[:, 120] = 0.6
+    corner = np.clip((12.0 - np.hypot(yy, xx - 159)) / 4, 0, 1).astype(np.float32)
+    one = np.zeros((90, 160), np.float32)
+    one[40, 3] = 0.25
+    return {
+        "middle": middle,
+        "right": right,
+        "corner": corner,
+        "one cell": one,
+        "none": np.zeros((90, 160), np.float32),
+        "all": np.ones((90, 160), np.float32),
+    }
+
+
+@pytest.mark.parametrize("name", list(_grid_probabilities()))
+def test_guided_coefficients_on_the_crop_equal_the_whole_grids(name):
+    """The guided filter runs only on the crop of the grid where p is fractional or changes
+    (grown by 2 radii); everywhere else the flat fit (A = 0, b = p) is the exact answer. The
+    same compiled steps run on the whole grid give the same coefficients (to float rounding:
+    a box mean of ones is 1 within an ulp), on a random colour guide, for every shape of crop."""
+    from compositor import compose, kernels
+
+    prob = _grid_probabilities()[name]
+    small = np.random.default_rng(1).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    r = 3
+    got = compose._guided_coefficients(small, prob, r, {}).copy()
+    st = np.empty((90, 160, 13), np.float32)
+    kernels.gf_stats(small, prob, 0, 0, st)
+    ab = np.empty((90, 160, 4), np.float32)
+    kernels.gf_solve(compose._box_cells(st, r, np.empty_like(st)), ab, compose.GF_EPS)
+    whole = compose._box_cells(ab, r, np.empty_like(ab))
+    assert np.allclose(got, whole, rtol=0, atol=1e-5), np.abs(got - whole).max()
+    y0, y1, x0, x1 = kernels.active_box(prob, 2 * r)
+    outside = np.ones((90, 160), bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(got[outside][:, :3], np.zeros((outside.sum(), 3), np.float32))
+    assert np.array_equal(got[outside][:, 3], prob[outside])
+    crop_share = (y1 - y0) * (x1 - x0) / prob.size  # the work saved
+    assert crop_share == 0 if name in ("none", "all") else 0 < crop_share < 0.5
+
+
 @pytest.mark.parametrize("k", [2, 3, 4, 8])
 def test_cell_helpers_match_their_dense_equivalents(k):
     """The word-broadcast nearest upsampling equals cv2.resize(INTER_NEAREST); the compiled
