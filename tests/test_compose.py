@@ -486,7 +486,7 @@ def test_guided_coefficients_on_the_crop_equal_the_whole_grids(name):
     outside[y0:y1, x0:x1] = False
     assert np.array_equal(got[outside][:, :3], np.zeros((outside.sum(), 3), np.float32))
     assert np.array_equal(got[outside][:, 3], prob[outside])
-    crop_share = (y1 - y0) * (x1 - x0) / prob.size  # the work saved
+    crop_share = (y1 - y0) * (x1 - x0) / prob.size  # the share of the grid filtered
     assert crop_share == 0 if name in ("none", "all") else 0 < crop_share < 0.5
 
 
