@@ -61,8 +61,9 @@ def photo_sources() -> dict[str, list[int]]:
 def load_set(name: str) -> tuple[list[np.ndarray], list[np.ndarray | None], bool]:
     """Source frames (BGR), GT masks (None for cows) and whether the frames are a video."""
     if name == "photos":
-        frames = [cv2.imread(str(p)) for p in photos()]
-        gts = [cv2.imread(str(GT_IMAGES / f"{p.stem}_mask.png"), 0) for p in photos()]
+        paths = photos()
+        frames = [cv2.imread(str(p)) for p in paths]
+        gts = [cv2.imread(str(GT_IMAGES / f"{p.stem}_mask.png"), 0) for p in paths]
         return frames, gts, False
     if name == "cows":
         cap = cv2.VideoCapture(str(GT_VIDEO / "davis_cows_no_person/cows.mp4"))
