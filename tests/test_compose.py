@@ -518,6 +518,35 @@ def test_cell_helpers_match_their_dense_equivalents(k):
     assert np.allclose(ab[0, :, 3], mp - np.sum(want * mean_i, axis=1), atol=1e-3)
 
 
+@pytest.mark.parametrize(
+    "small, big",
+    [((30, 54), (360, 640)), ((30, 54), (720, 1280)), ((17, 29), (480, 853)), ((1, 1), (5, 7)),
+     ((2, 40), (9, 100)), ((45, 80), (360, 640)), ((30, 54), (30, 54))],
+)  # fmt: skip
+def test_background_upsampling_samples_where_cv2_resize_does(small, big):
+    """The blurred background's enlargement (two row passes, one on the transposed picture)
+    equals ``cv2.resize(INTER_LINEAR)`` within 2 levels on noise and 1 level on a blurred
+    picture (the fail-closed image is enlarged the same way). Taps half a source pixel off, or
+    the two axes swapped, miss by tens of levels on noise."""
+    from compositor import compose
+
+    rng = np.random.default_rng(sum(small) + sum(big))
+    noise = rng.integers(0, 256, (*small, 3), dtype=np.uint8)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 1.5)
+    for src, tolerance in ((noise, 2), (smooth, 1)):
+        out = np.empty((*big, 3), np.uint8)
+        compose._upsample_into(src, out, {})
+        want = cv2.resize(src, big[::-1], interpolation=cv2.INTER_LINEAR)
+        assert np.abs(out.astype(int) - want).max() <= tolerance, (small, big)
+    frame = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    got = compose.fail_closed_image(frame)
+    ws = 640 // 40
+    tiny = cv2.GaussianBlur(
+        compose.downscale(frame, 9, ws), (0, 0), compose.FAIL_CLOSED_SIGMA_FRACTION * ws
+    )
+    assert np.abs(got.astype(int) - cv2.resize(tiny, (640, 360))).max() <= 1
+
+
 def test_numba_cache_folder_is_private(tmp_path):
     """numba's cache is machine code the compositor runs: where the code's own folder is not
     writable it goes to a folder only this account can write, never one that another account
