@@ -738,7 +738,7 @@ def _background_into(
     return dst
 
 
-def linear_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+def _linear_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     """Per output pixel of an axis: the first of the two source pixels ``cv2.resize(INTER_LINEAR)``
     blends and the second one's weight in 1/256 (pixel centres aligned, edges clamped)."""
     pos = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
@@ -758,11 +758,14 @@ def _upsample_into(small: np.ndarray, dst: np.ndarray, cache: dict) -> None:
     height. Taps and buffers are kept in ``cache`` (the frame shape's buffers) per pair of
     sizes."""
     (h, w), (H, W) = small.shape[:2], dst.shape[:2]  # noqa: N806
+    if not dst.flags.c_contiguous:  # reshaping it would copy, and the copy would get the rows
+        cv2.resize(small, (W, H), dst=dst, interpolation=cv2.INTER_LINEAR)
+        return
     key = ("upsample", h, w, H, W)
     if key not in cache:
         cache[key] = (
-            linear_taps(W, w),
-            linear_taps(H, h),
+            _linear_taps(W, w),
+            _linear_taps(H, h),
             np.empty((w, h, 3), np.uint8),
             np.empty((W, h, 3), np.uint8),
             np.empty((h, W, 3), np.uint8),

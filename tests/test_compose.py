@@ -538,6 +538,9 @@ def test_background_upsampling_samples_where_cv2_resize_does(small, big):
         compose._upsample_into(src, out, {})
         want = cv2.resize(src, big[::-1], interpolation=cv2.INTER_LINEAR)
         assert np.abs(out.astype(int) - want).max() <= tolerance, (small, big)
+    wider = np.zeros((big[0], big[1] + 8, 3), np.uint8)  # a view that is not contiguous
+    compose._upsample_into(smooth, wider[:, : big[1]], {})
+    assert np.abs(wider[:, : big[1]].astype(int) - want).max() <= 1
     frame = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
     got = compose.fail_closed_image(frame)
     ws = 640 // 40
