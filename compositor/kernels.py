@@ -346,7 +346,7 @@ def lerp_rows(src: np.ndarray, first: np.ndarray, weight: np.ndarray, out: np.nd
     enlargement of the blurred background as two of these passes, the first on the transposed
     picture. ``cv2.resize``'s horizontal pass is slow for 3-channel uint8 (0.09-0.12 ms for 30
     rows of 640 px) and its vertical pass reads 32-bit rows: alone 2-3x slower than these two
-    passes in the host's slow phase; the whole render x0.85-0.87 at 1280x720 in either phase,
+    passes in the host's slow phase; the whole render x0.81-0.87 at 1280x720 in either phase,
     and at 640x360 only in the slow one (docs/compositing.md)."""
     h = src.shape[0]
     rows, n = out.shape
