@@ -526,8 +526,8 @@ def test_cell_helpers_match_their_dense_equivalents(k):
 def test_background_upsampling_samples_where_cv2_resize_does(small, big):
     """The blurred background's enlargement (two row passes, one on the transposed picture)
     equals ``cv2.resize(INTER_LINEAR)`` within 2 levels on noise and 1 level on a blurred
-    picture (the fail-closed image is enlarged the same way). Taps half a source pixel off, or
-    the two axes swapped, miss by tens of levels on noise."""
+    picture, also into a destination that is not contiguous (the fail-closed image is enlarged
+    the same way). Taps a quarter of a source pixel off fail six of the seven size pairs."""
     from compositor import compose
 
     rng = np.random.default_rng(sum(small) + sum(big))
