@@ -741,11 +741,8 @@ def _background_into(
 def _linear_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     """Per output pixel of an axis: the first of the two source pixels ``cv2.resize(INTER_LINEAR)``
     blends and the second one's weight in 1/256 (pixel centres aligned, edges clamped)."""
-    pos = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    first = np.floor(pos)
-    weight = np.rint((pos - first) * 256.0)
-    weight[(first < 0) | (first >= n_in - 1)] = 0
-    return np.clip(first, 0, n_in - 1).astype(np.int32), weight.astype(np.int32)
+    first, frac = kernels.linear_positions(n_out, n_in)
+    return first.astype(np.int32), np.rint(frac * 256.0).astype(np.int32)
 
 
 def _upsample_into(small: np.ndarray, dst: np.ndarray, cache: dict) -> None:

@@ -218,6 +218,19 @@ def grid_classes(
             some_person[y, x] = 1 if q >= low else 0
 
 
+def linear_positions(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``cv2.resize(INTER_LINEAR)`` samples an axis of ``n_in`` px for ``n_out`` px: per
+    output pixel the first source pixel of its pair (int64) and the fraction towards the next
+    one (float64); pixel centres aligned, edges clamped (fraction 0 there). The tables of
+    ``lerp_rows`` (``compose._linear_taps``) and ``warp_alpha`` (``motion._axis_table``) are
+    made from it, so both sample where OpenCV would."""
+    pos = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    first = np.floor(pos)
+    frac = pos - first
+    frac[(first < 0) | (first >= n_in - 1)] = 0.0
+    return np.clip(first, 0, n_in - 1).astype(np.int64), frac
+
+
 @numba.njit(**_JIT)
 def _cell_offsets(k: int) -> tuple[np.ndarray, np.ndarray]:
     """For pixel d of a k-pixel cell: which neighbour cell (-1 or 0) starts its bilinear pair and

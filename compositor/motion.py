@@ -352,17 +352,13 @@ def _axis_table(n_out: int, n_in: int) -> np.ndarray:
     """Per output pixel of an axis (alpha size ``n_out``, flow size ``n_in``): the flow pixel
     pair and fraction ``cv2.resize(INTER_LINEAR)`` samples (edges clamped as it does), the
     nearest flow pixel as ``INTER_NEAREST`` picks it, and the scale flow px -> alpha px."""
+    first, frac = kernels.linear_positions(n_out, n_in)
     t = np.empty((n_out, 5), np.float64)
-    scale = n_in / n_out
-    for d in range(n_out):
-        f = (d + 0.5) * scale - 0.5
-        i = int(np.floor(f))
-        frac = f - i
-        if i < 0:
-            i, frac = 0, 0.0
-        if i >= n_in - 1:
-            i, frac = n_in - 1, 0.0
-        t[d] = (i, min(i + 1, n_in - 1), frac, min(int(d * scale), n_in - 1), n_out / n_in)
+    t[:, 0] = first
+    t[:, 1] = np.minimum(first + 1, n_in - 1)
+    t[:, 2] = frac
+    t[:, 3] = np.minimum((np.arange(n_out) * (n_in / n_out)).astype(np.int64), n_in - 1)
+    t[:, 4] = n_out / n_in
     return t
 
 
