@@ -730,7 +730,9 @@ def _background_into(
         f = blur_factor(sigma)
         bh, bw = -(-hs // f), -(-ws // f)
         kern = np.ones((3, 3), np.uint8)
-        keep = cv2.compare(cv2.dilate(some_person, kern), 0, cv2.CMP_EQ)  # 255: background
+        # 1: background. numpy, not cv2.compare: OpenCV takes a 1x1 array next to the scalar 0
+        # for a scalar too and refuses the pair (a 1x1 frame crashed the compositor)
+        keep = (cv2.dilate(some_person, kern) == 0).view(np.uint8)
         stack, image = np.empty((bh, bw, 4), np.float32), np.empty((bh, bw, 3), np.float32)
         kernels.premultiplied_down(small, keep, f, stack, image)
         bg_small = _normalised_blur(stack, image, sigma / f)

@@ -278,6 +278,21 @@ def _blurred(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(g, (0, 0), sigma) if sigma > 0 else g
 
 
+def _flow_works(flows: tuple, shape: tuple[int, int]) -> bool:
+    """Whether every DIS of ``flows`` accepts pictures of ``shape`` (flow res).
+
+    Why ask DIS itself: it refuses small or very elongated pictures (11x11, 2x12, 13x500; its
+    pyramid runs out of pixels), by a rule of its internals. Halvings stop at 16 px, so only
+    frames that small to begin with (a tiny test pattern, a hostile peer's 1x1 frames) fail."""
+    grey = np.zeros(shape, np.uint8)
+    try:
+        for dis in flows:
+            dis.calc(grey, grey, None)
+    except cv2.error:
+        return False
+    return True
+
+
 def _halvings(shape: tuple[int, int], flow_width: int) -> int:
     """How many halvings bring a frame of ``shape`` down to about ``flow_width`` wide."""
     h, w = shape
@@ -688,6 +703,7 @@ class MotionCompensator:
         """Forget everything: the stream changed (new source, new frame size)."""
         self._shape: tuple[int, int] | None = None  # (h, w) of the frames
         self._halvings = 0
+        self._flowable = False  # DIS works at this stream's flow resolution (_flow_works)
         self._history: deque[_Entry] = deque(maxlen=max(2, self.settings.history_frames))
         self._ident: np.ndarray | None = None
         self._noise = _Noise()
@@ -758,6 +774,12 @@ class MotionCompensator:
             self.reset()
             self._shape = frame.shape[:2]
             self._halvings = _halvings(self._shape, s.flow_width)
+            flow_shape = tuple(n >> self._halvings for n in self._shape)
+            self._flowable = _flow_works((self._dis, self._dis_ref), flow_shape)
+        if not self._flowable:
+            # no flow for such frames: no history, so track() gives None and the mask is
+            # applied uncompensated, as with --no-motion
+            return
         self._prev_colour = self._cur_colour
         grey, half = _small_grey(frame, self._halvings)
         half = half.copy() if half is frame else half  # kept a frame longer than the caller's
@@ -799,9 +821,10 @@ class MotionCompensator:
             self._mask_ms += (self.clock() - t0) * 1e3
 
     def _new_mask(self, alpha: np.ndarray, frame_id: int, mask_frame: np.ndarray) -> None:
-        if self._shape is None or mask_frame.shape[:2] != self._shape:
-            # Another stream's mask (or nothing observed yet): it cannot be carried to these
-            # frames. Drop it; the compositor fails closed or shows it uncompensated.
+        if self._shape is None or mask_frame.shape[:2] != self._shape or not self._history:
+            # Another stream's mask (or nothing observed yet, or frames too small for the flow):
+            # it cannot be carried to these frames. Drop it; the compositor fails closed or shows
+            # it uncompensated.
             self._alpha = self._state = None
             return
         s = self.settings

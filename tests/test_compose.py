@@ -550,6 +550,31 @@ def test_background_upsampling_samples_where_cv2_resize_does(small, big):
     assert np.abs(got.astype(int) - cv2.resize(tiny, (640, 360))).max() <= 1
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 2), (2, 1), (3, 3), (1, 700)])
+@pytest.mark.parametrize("refine", [True, False])
+def test_frames_of_a_few_pixels_are_composited(shape, refine):
+    """A 1x1 frame made OpenCV take the 1x1 grid beside the scalar 0 for a scalar too (the
+    compositor died on a peer's 1x1 frames). Every size gets its picture: failed closed without
+    a mask, the frame with an all-person mask, nothing of it with an empty one. A 1x700 frame's
+    mask grid (1x175) rounds off the frame's aspect, so with the refinement it stays hidden."""
+    rng = np.random.default_rng(sum(shape))
+    frame = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    state = new_state(ComposeSettings(refine=refine))
+    closed = render(state, frame, privacy=True, mask_ok=True)
+    assert closed.fail_closed and closed.image.shape == frame.shape and closed.alpha.max() == 0
+    accept_mask(state, np.full(shape, 255, np.uint8), frame, continuous=False)
+    shown = render(state, frame, privacy=True, mask_ok=True)
+    assert shown.image.shape == frame.shape
+    if refine and shape == (1, 700):
+        assert shown.fail_closed and shown.alpha.max() == 0
+    else:
+        assert not shown.fail_closed
+        assert np.abs(shown.image.astype(int) - frame).max() <= 1  # all person: the frame
+    accept_mask(state, np.zeros(shape, np.uint8), frame, continuous=False)
+    room = render(state, frame, privacy=True, mask_ok=True)
+    assert room.alpha.max() == 0 and room.image.shape == frame.shape
+
+
 def test_numba_cache_folder_is_private(tmp_path):
     """numba's cache is machine code the compositor runs: where the code's own folder is not
     writable it goes to a folder only this account can write, never one that another account

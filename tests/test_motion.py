@@ -257,6 +257,27 @@ def test_frame_size_change_resets():
     assert comp.history_len == 0 and comp.track(3, big) is None
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (11, 11), (13, 500), (5, 1000)])
+def test_frames_too_small_for_the_flow_are_not_compensated(shape):
+    """DIS refuses such pictures (it raised, and the compositor died on a peer's 1x1 frames):
+    they are observed without a flow, a mask is not carried, track() says None (the mask is
+    then applied as with --no-motion); the next stream of a usable size is compensated again."""
+    rng = np.random.default_rng(0)
+    comp = MotionCompensator()
+    for i in range(4):
+        f = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        comp.observe(i, f)
+        if i == 1:
+            comp.new_mask(np.ones(shape, np.float32), 1, f)
+        assert comp.track(i, f) is None
+    assert comp.history_len == 0
+    f = frame_with_person(150)
+    comp.observe(10, f)
+    comp.observe(11, f)
+    comp.new_mask(person_mask(150, 100), 10, f)
+    assert comp.track(11, f) is not None
+
+
 def test_history_memory_is_bounded():
     comp = MotionCompensator(MotionSettings(history_frames=30))
     rng = np.random.default_rng(0)
