@@ -278,13 +278,21 @@ def _blurred(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(g, (0, 0), sigma) if sigma > 0 else g
 
 
-def _flow_works(flows: tuple, shape: tuple[int, int]) -> bool:
-    """Whether every DIS of ``flows`` accepts pictures of ``shape`` (flow res).
+def _ultrafast_dis(finest_scale: int) -> cv2.DISOpticalFlow:
+    """OpenCV's DIS flow, preset ULTRAFAST, computing down to pyramid level ``finest_scale``."""
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    dis.setFinestScale(finest_scale)
+    return dis
+
+
+def _flow_works(flows: tuple, shape: tuple[int, int], halvings: int) -> bool:
+    """Whether every DIS of ``flows`` accepts frames of ``shape`` at flow res (halved
+    ``halvings`` times); where not, the compensator keeps no history: ``track`` says None.
 
     Why ask DIS itself: it refuses small or very elongated pictures (11x11, 2x12, 13x500; its
     pyramid runs out of pixels), by a rule of its internals. Halvings stop at 16 px, so only
     frames that small to begin with (a tiny test pattern, a hostile peer's 1x1 frames) fail."""
-    grey = np.zeros(shape, np.uint8)
+    grey = np.zeros(tuple(n >> halvings for n in shape), np.uint8)
     try:
         for dis in flows:
             dis.calc(grey, grey, None)
@@ -692,18 +700,15 @@ class MotionCompensator:
     ):
         self.settings = settings
         self.clock = clock
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        self._dis.setFinestScale(settings.dis_finest_scale)
-        self._dis_ref = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         rs = settings.refine_finest_scale
-        self._dis_ref.setFinestScale(settings.dis_finest_scale if rs < 0 else rs)
+        self._dis = _ultrafast_dis(settings.dis_finest_scale)
+        self._dis_ref = _ultrafast_dis(settings.dis_finest_scale if rs < 0 else rs)
         self.reset()
 
     def reset(self) -> None:
         """Forget everything: the stream changed (new source, new frame size)."""
         self._shape: tuple[int, int] | None = None  # (h, w) of the frames
-        self._halvings = 0
-        self._flowable = False  # DIS works at this stream's flow resolution (_flow_works)
+        self._halvings, self._flowable = 0, False  # flow resolution; DIS accepts it (_flow_works)
         self._history: deque[_Entry] = deque(maxlen=max(2, self.settings.history_frames))
         self._ident: np.ndarray | None = None
         self._noise = _Noise()
@@ -774,11 +779,8 @@ class MotionCompensator:
             self.reset()
             self._shape = frame.shape[:2]
             self._halvings = _halvings(self._shape, s.flow_width)
-            flow_shape = tuple(n >> self._halvings for n in self._shape)
-            self._flowable = _flow_works((self._dis, self._dis_ref), flow_shape)
-        if not self._flowable:
-            # no flow for such frames: no history, so track() gives None and the mask is
-            # applied uncompensated, as with --no-motion
+            self._flowable = _flow_works((self._dis, self._dis_ref), self._shape, self._halvings)
+        if not self._flowable:  # no history: the mask is applied uncompensated (--no-motion)
             return
         self._prev_colour = self._cur_colour
         grey, half = _small_grey(frame, self._halvings)
@@ -822,9 +824,8 @@ class MotionCompensator:
 
     def _new_mask(self, alpha: np.ndarray, frame_id: int, mask_frame: np.ndarray) -> None:
         if self._shape is None or mask_frame.shape[:2] != self._shape or not self._history:
-            # Another stream's mask (or nothing observed yet, or frames too small for the flow):
-            # it cannot be carried to these frames. Drop it; the compositor fails closed or shows
-            # it uncompensated.
+            # Another stream's mask (or nothing observed yet, or no flow): it cannot be carried
+            # to these frames. Drop it; the compositor fails closed or shows it uncompensated.
             self._alpha = self._state = None
             return
         s = self.settings
