@@ -84,5 +84,9 @@ def test_virtual_camera_gets_rgb_frames_at_camera_rate_right_size_not_mirrored(p
         assert rgb.shape == (360, 640, 3)
         assert (rgb[:, :320] == (0, 0, 255)).all()  # RGB order: blue is (0, 0, 255) ...
         assert (rgb[:, 320:] == (255, 0, 0)).all()  # ... on the left: not mirrored
-    gaps = np.diff([t for t, _ in dev.frames])
-    assert 0.8 / FPS < float(np.median(gaps)) < 1.25 / FPS  # the camera's rate
+    # The camera's rate is the rate the pictures came at: on a slow host this process's "camera"
+    # itself falls below 30 fps, which is not the display's doing.
+    gaps = float(np.median(np.diff(times)))
+    came = float(np.median(np.diff(comp.sent_at)))
+    assert 0.8 * came < gaps < 1.25 * came, (gaps, came)
+    assert came > 0.8 / FPS  # the pictures did come paced, not in one burst
