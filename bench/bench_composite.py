@@ -18,6 +18,11 @@ of the tutorial's time (0.33 and 0.32 at 640x360, one run each).
 ``--threads 1`` is the budget's setting (issue 12: render <= 1.5 ms at 640x360, <= 4 ms at
 1280x720, one OpenCV thread, median); default: 1 and OpenCV's default, at all three sizes.
 
+"ours, guide from motion": the same ``render`` given the picture the motion compensator makes
+anyway (``Tracked.picture``), as the compositor calls it with motion on (the default); the
+picture's cost is counted in the compensator's own budget (``bench/motion_lab.py --cost``), and
+with ``--no-motion``, stills or lockstep ``render`` makes it itself ("ours").
+
 ``--other REV`` also times the compositor of another git revision (its compose.py, kernels.py,
 background.py and config.py, loaded as a package of their own) in the same interleaved loop:
 the A/B for a change to the compositing code, side by side in one run.
@@ -42,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.harness import SHARED, describe  # noqa: E402
 from compositor import compose  # noqa: E402
+from compositor.motion import MotionCompensator  # noqa: E402
 from inference.segmenter import open_segmenter  # noqa: E402
 
 SIZES = [(640, 360), (1280, 720), (1920, 1080)]
@@ -109,6 +115,19 @@ def interleaved_ms(fns: dict, n: int) -> dict[str, tuple[float, float]]:
     return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in fns}
 
 
+def tracked_picture(state, frame):
+    """The picture the motion compensator hands ``render`` as its guide for this frame
+    (``Tracked.picture``: the frame halved to the flow resolution, which it makes anyway), made
+    the way the compositor makes it with motion on (its default): observe, a mask, track. None
+    where the compensator has none (``render`` then makes its own guide: the same as "ours")."""
+    comp = MotionCompensator()
+    comp.observe(0, frame)
+    comp.new_mask(state.mask.alpha, 0, frame)
+    comp.observe(1, frame)
+    tracked = comp.track(1, frame)
+    return None if tracked is None else tracked.picture
+
+
 def measure_row(frame, mask, threads: int, blur: float, frames: int, other=None) -> str:
     """One table row: the tutorial, ours (and ``other``'s compose module) interleaved on one
     frame and mask at ``threads`` OpenCV threads; accept_mask and the fail-closed frame apart."""
@@ -116,9 +135,11 @@ def measure_row(frame, mask, threads: int, blur: float, frames: int, other=None)
     cv2.setNumThreads(threads)
     state = compose.new_state(compose.ComposeSettings(blur=blur))
     compose.accept_mask(state, mask, frame, continuous=True)
+    guide = tracked_picture(state, frame)
     fns = {
         "tutorial": lambda: compose.tutorial_composite(frame, mask),
         "ours": lambda: compose.render(state, frame, privacy=True, mask_ok=True),
+        "tracked": lambda: compose.render(state, frame, privacy=True, mask_ok=True, guide=guide),
     }
     if other is not None:
         o_state = other.new_state(other.ComposeSettings(blur=blur))
@@ -126,11 +147,12 @@ def measure_row(frame, mask, threads: int, blur: float, frames: int, other=None)
         fns["other"] = lambda: other.render(o_state, frame, privacy=True, mask_ok=True)
     timed = interleaved_ms(fns, frames)
     tut, ours, ours_cpu = timed["tutorial"][0], timed["ours"][0], timed["ours"][1]
+    tracked = timed["tracked"][0]
     acc = median_ms(lambda: compose.accept_mask(state, mask, frame, continuous=True), frames // 4)
     fc = median_ms(lambda: compose.render(state, frame, privacy=True, mask_ok=False), frames)
     row = (
         f"| {w}x{h} | {threads} | {tut:.2f} | {ours:.2f} | {tut / ours:.1f}x faster "
-        f"| {ours_cpu:.2f} | {acc:.2f} | {fc:.2f} |"
+        f"| {ours_cpu:.2f} | {acc:.2f} | {fc:.2f} | {tracked:.2f} |"
     )
     if other is not None:
         row += f" {timed['other'][0]:.2f} | {ours / timed['other'][0]:.3f} |"
@@ -168,9 +190,9 @@ def main() -> None:
     extra = f" {a.other} ms | ours / {a.other} |" if other is not None else ""
     print(
         "| size | threads | tutorial ms | ours ms (per frame) | ratio | ours CPU ms (thread time) "
-        "| ours accept_mask ms (per mask) | fail-closed ms |" + extra
+        "| ours accept_mask ms (per mask) | fail-closed ms | ours, guide from motion ms |" + extra
     )
-    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if other is not None else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|---|" if other is not None else ""))
     for w, h in sizes:
         frame = cv2.resize(base, (w, h), interpolation=cv2.INTER_AREA)
         mask = seg.segment(frame).mask
