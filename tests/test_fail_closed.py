@@ -75,8 +75,9 @@ def test_silent_worker_hides_the_room_and_display_keeps_going(procs, port_base, 
     # 1 s: the selfie model's own limit (launch.py's); on two busy shared cores a selfie mask is
     # now and then 0.5-0.9 s old while the worker runs (measured: p95 0.6-0.9 s at load 11)
     worker = start_pipeline(procs, port_base, tmp_path, "--max-mask-age", "1.0")
-    wait_for(lambda: counts(tmp_path)[2] >= 10, 40, "10 masks applied")
+    c0 = wait_for(lambda: (c := counts(tmp_path))[2] >= 10 and c, 40, "10 masks applied")
     c1 = shown_run(tmp_path, 25, 20, "25 frames shown in a row with masks fresh")
+    running = rate(c0, c1, 0)  # the picture's rate with the worker alive, on this host now
 
     os.kill(worker.pid, signal.SIGSTOP)  # the worker hangs: no more masks
     # the last mask gets older than 1 s: frames are hidden from then on
@@ -84,7 +85,11 @@ def test_silent_worker_hides_the_room_and_display_keeps_going(procs, port_base, 
     c1 = wait_for(lambda: (c := counts(tmp_path))[1] >= fresh[1] + 10 and c, 20, "frames hidden")
     c2 = wait_for(lambda: (c := counts(tmp_path))[0] >= c1[0] + 25 and c, 20, "25 frames more")
     assert c2[2] - c1[2] <= 2  # no new masks while frozen
-    assert rate(c1, c2, 0) >= 15  # the picture kept flowing at camera rate (25 fps clip) ...
+    # the picture kept flowing at the rate it had with the worker alive (a 25 fps clip) ...
+    # compared with that rate, not with 25 fps, which a host under steal does not give anyone
+    # (CI measured 7.1 fps here once, an earlier stop 13.5-14.8); a compositor that waited on
+    # the frozen worker would fall far below the rate it had.
+    assert rate(c1, c2, 0) >= 0.6 * running, (rate(c1, c2, 0), running)
     assert c2[1] - c1[1] >= c2[0] - c1[0] - 2  # ... with the room hidden: last mask > 1 s old
     assert "stale" in read_json(tmp_path / "comp.json")["fail_closed_by_reason"]
 

@@ -52,6 +52,11 @@ def test_two_workers_both_contribute(tmp_path, port_base):
     assert sum(s["masks_by_worker"].values()) <= s["masks_received"]
 
 
+def fps(s0: dict, s1: dict) -> float:
+    """Frames composited per second of compositor uptime between two stats snapshots."""
+    return (s1["frames_composited"] - s0["frames_composited"]) / (s1["uptime_s"] - s0["uptime_s"])
+
+
 def test_killed_worker_is_survived_and_a_restarted_one_rejoins(procs, tmp_path, port_base):
     start_core(procs, port_base, tmp_path, "--worker-timeout", "2")
     a = worker(procs, port_base, "A")
@@ -60,6 +65,18 @@ def test_killed_worker_is_survived_and_a_restarted_one_rejoins(procs, tmp_path, 
         lambda: (m := by_worker(tmp_path)).get("A", 0) > 5 and m.get("B", 0) > 5,
         40,
         "both workers contributing",
+    )
+    before = [read_json(tmp_path / "comp.json")]
+    before.append(
+        wait_for(
+            lambda: (
+                (s := read_json(tmp_path / "comp.json"))["frames_composited"]
+                >= before[0]["frames_composited"] + 30
+                and s
+            ),
+            30,
+            "30 frames with both workers",
+        )
     )
     a.send_signal(signal.SIGKILL)
     a.wait()
@@ -80,8 +97,9 @@ def test_killed_worker_is_survived_and_a_restarted_one_rejoins(procs, tmp_path, 
         "frames and B's masks after A is gone",
     )
     assert s1["masks_by_worker"].get("A") == s0["masks_by_worker"].get("A")  # A is gone
-    fps = (s1["frames_composited"] - s0["frames_composited"]) / (s1["uptime_s"] - s0["uptime_s"])
-    assert fps >= 15  # at camera rate (25 fps clip), as before A died
+    # at the rate it had before A died (a 25 fps clip; compared with that, not with 25 fps, which
+    # a host under steal does not give anyone)
+    assert fps(s0, s1) >= 0.6 * fps(*before), (fps(s0, s1), fps(*before))
     worker(procs, port_base, "A")  # restarted: rejoins by itself
     wait_for(
         lambda: by_worker(tmp_path).get("A", 0) > s1["masks_by_worker"]["A"],
