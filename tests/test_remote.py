@@ -30,15 +30,23 @@ from tests.conftest import (
 
 pytestmark = needs_shared
 
+# Every blocking call has a timeout and the socket is closed before exit: CI once saw this script
+# outlive its 30 s (nothing printed) on a slow host; a DEALER whose only peer refused it can block
+# in send, and a context with an open socket can block the interpreter's exit.
 INTRUDER = """
 import sys, time, zmq, msgpack
-ctx = zmq.Context(); s = ctx.socket(zmq.DEALER); s.setsockopt(zmq.LINGER, 0); s.connect(sys.argv[1])
-s.send_multipart([msgpack.packb({"p": "pcam", "v": 1, "kind": "ready", "worker": "intruder"})])
-n, end = 0, time.time() + 4
-while time.time() < end:
+ctx = zmq.Context(); s = ctx.socket(zmq.DEALER); s.setsockopt(zmq.LINGER, 0)
+s.setsockopt(zmq.SNDTIMEO, 2000); s.connect(sys.argv[1])
+try:
+    s.send_multipart([msgpack.packb({"p": "pcam", "v": 1, "kind": "ready", "worker": "intruder"})])
+except zmq.Again:
+    pass  # refused before it could even queue: it receives nothing either way
+n, end = 0, time.monotonic() + 4
+while time.monotonic() < end:
     if s.poll(200):
         s.recv_multipart(); n += 1
-print("received", n)
+print("received", n, flush=True)
+s.close(); ctx.term()
 """
 
 
