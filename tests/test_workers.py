@@ -66,17 +66,15 @@ def test_killed_worker_is_survived_and_a_restarted_one_rejoins(procs, tmp_path, 
         40,
         "both workers contributing",
     )
-    before = [read_json(tmp_path / "comp.json")]
-    before.append(
-        wait_for(
-            lambda: (
-                (s := read_json(tmp_path / "comp.json"))["frames_composited"]
-                >= before[0]["frames_composited"] + 30
-                and s
-            ),
-            30,
-            "30 frames with both workers",
-        )
+    b0 = read_json(tmp_path / "comp.json")
+    b1 = wait_for(
+        lambda: (
+            (s := read_json(tmp_path / "comp.json"))["frames_composited"]
+            >= b0["frames_composited"] + 30
+            and s
+        ),
+        30,
+        "30 frames with both workers",
     )
     a.send_signal(signal.SIGKILL)
     a.wait()
@@ -99,7 +97,7 @@ def test_killed_worker_is_survived_and_a_restarted_one_rejoins(procs, tmp_path, 
     assert s1["masks_by_worker"].get("A") == s0["masks_by_worker"].get("A")  # A is gone
     # at the rate it had before A died (a 25 fps clip; compared with that, not with 25 fps, which
     # a host under steal does not give anyone)
-    assert fps(s0, s1) >= 0.6 * fps(*before), (fps(s0, s1), fps(*before))
+    assert fps(s0, s1) >= 0.6 * fps(b0, b1), (fps(s0, s1), fps(b0, b1))
     worker(procs, port_base, "A")  # restarted: rejoins by itself
     wait_for(
         lambda: by_worker(tmp_path).get("A", 0) > s1["masks_by_worker"]["A"],
