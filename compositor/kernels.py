@@ -205,17 +205,21 @@ def grid_classes(
 ) -> None:
     """The filtered probability q = A . I + b on the grid, classified: ``person`` (q >= 0.5, 0/1),
     ``unsure`` (|q - 0.5| < margin, 0/1: a pixel's own colour can move it across the output
-    smoothstep) and ``some_person`` (q >= low, 0/1: may hold person pixels)."""
-    h, w, _ = coef.shape
-    s = 1.0 / 255.0
-    for y in range(h):
-        for x in range(w):
-            q = coef[y, x, 3]
-            for c in range(3):
-                q += coef[y, x, c] * (small[y, x, c] * s)
-            person[y, x] = 1 if q >= 0.5 else 0
-            unsure[y, x] = 1 if abs(q - 0.5) < margin else 0
-            some_person[y, x] = 1 if q >= low else 0
+    smoothstep) and ``some_person`` (q >= low, 0/1: may hold person pixels). All C-contiguous.
+
+    One flat float32 loop without branches (the compiler vectorises it): 15 us on the 160x90
+    grid, where a 2-D float64 loop with a loop over the channels took 72."""
+    cf = coef.reshape(-1)
+    sm = small.reshape(-1)
+    pf, uf, sf = person.reshape(-1), unsure.reshape(-1), some_person.reshape(-1)
+    s = np.float32(1.0 / 255.0)
+    half, mg, lo = np.float32(0.5), np.float32(margin), np.float32(low)
+    for i in range(pf.size):
+        lin = cf[4 * i] * np.float32(sm[3 * i]) + cf[4 * i + 1] * np.float32(sm[3 * i + 1])
+        q = cf[4 * i + 3] + (lin + cf[4 * i + 2] * np.float32(sm[3 * i + 2])) * s
+        pf[i] = q >= half
+        uf[i] = abs(q - half) < mg
+        sf[i] = q >= lo
 
 
 def linear_positions(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
@@ -248,6 +252,30 @@ def _cell_offsets(k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(**_JIT)
+def band_cells(band: np.ndarray, cells: np.ndarray) -> int:
+    """The flat indices of the nonzero cells of the C-contiguous uint8 ``band`` into ``cells``
+    (in order); returns how many. Zero 8-byte words are skipped whole: 2.5 us on the 160x90
+    grid, where a loop testing every cell took ~30 (it does not vectorise)."""
+    flat = band.reshape(-1)
+    size = flat.size
+    whole = size - size % 8
+    words = flat[:whole].view(np.uint64)
+    n = 0
+    for w in range(words.size):
+        if words[w] == 0:
+            continue
+        for i in range(8 * w, 8 * w + 8):
+            if flat[i] != 0:
+                cells[n] = i
+                n += 1
+    for i in range(whole, size):
+        if flat[i] != 0:
+            cells[n] = i
+            n += 1
+    return n
+
+
+@numba.njit(**_JIT)
 def paint_band(
     frame: np.ndarray,
     out: np.ndarray,
@@ -264,48 +292,48 @@ def paint_band(
     as alpha, and the pixel blended over the background already in ``out`` (rounded as
     round(v / 255), with shifts: a division per channel would cost more than the rest).
     Most band pixels (~87 % on the juggling clip) come out fully person or fully background:
-    those skip the blend (the same bytes; the band's cost -12 to -24 %)."""
+    those skip the blend (the same bytes; the band's cost -12 to -24 %). ``band`` is C-contiguous;
+    its cells are listed first (``band_cells``)."""
     hs, ws, _ = coef.shape
     lo = low * 255.0
     scale = 1.0 / ((high - low) * 255.0)
     off, frac = _cell_offsets(k)
     col = np.empty((3, 4))  # the three neighbour columns' A and b, interpolated to a pixel row
-    for cy in range(hs):
-        for cx in range(ws):
-            if band[cy, cx] == 0:
-                continue
-            for dy in range(k):
-                y = cy * k + dy
-                y0 = min(max(cy + off[dy], 0), hs - 1)
-                y1 = min(max(cy + off[dy] + 1, 0), hs - 1)
-                fy = frac[dy]
-                for j in range(3):
-                    xx = min(max(cx - 1 + j, 0), ws - 1)
-                    for c in range(4):
-                        top = coef[y0, xx, c]
-                        col[j, c] = top + (coef[y1, xx, c] - top) * fy
-                for dx in range(k):
-                    x = cx * k + dx
-                    j0 = 1 + off[dx]
-                    fx = frac[dx]
-                    p0, p1, p2 = float(frame[y, x, 0]), float(frame[y, x, 1]), float(frame[y, x, 2])
-                    q = (col[j0, 3] + (col[j0 + 1, 3] - col[j0, 3]) * fx) * 255.0
-                    q += (col[j0, 0] + (col[j0 + 1, 0] - col[j0, 0]) * fx) * p0
-                    q += (col[j0, 1] + (col[j0 + 1, 1] - col[j0, 1]) * fx) * p1
-                    q += (col[j0, 2] + (col[j0 + 1, 2] - col[j0, 2]) * fx) * p2
-                    t = min(max((q - lo) * scale, 0.0), 1.0)
-                    a = int((3.0 - 2.0 * t) * t * t * 255.0 + 0.5)
-                    alpha[y, x] = a
-                    if a == 0:  # the background already in ``out``
-                        continue
-                    if a == 255:  # the frame (the blend below gives exactly that)
-                        out[y, x, 0] = frame[y, x, 0]
-                        out[y, x, 1] = frame[y, x, 1]
-                        out[y, x, 2] = frame[y, x, 2]
-                        continue
-                    for c in range(3):
-                        v = int(frame[y, x, c]) * a + int(out[y, x, c]) * (255 - a) + 128
-                        out[y, x, c] = (v + (v >> 8)) >> 8
+    cells = np.empty(band.size, np.int32)
+    for n in range(band_cells(band, cells)):
+        cy, cx = divmod(cells[n], ws)
+        for dy in range(k):
+            y = cy * k + dy
+            y0 = min(max(cy + off[dy], 0), hs - 1)
+            y1 = min(max(cy + off[dy] + 1, 0), hs - 1)
+            fy = frac[dy]
+            for j in range(3):
+                xx = min(max(cx - 1 + j, 0), ws - 1)
+                for c in range(4):
+                    top = coef[y0, xx, c]
+                    col[j, c] = top + (coef[y1, xx, c] - top) * fy
+            for dx in range(k):
+                x = cx * k + dx
+                j0 = 1 + off[dx]
+                fx = frac[dx]
+                p0, p1, p2 = float(frame[y, x, 0]), float(frame[y, x, 1]), float(frame[y, x, 2])
+                q = (col[j0, 3] + (col[j0 + 1, 3] - col[j0, 3]) * fx) * 255.0
+                q += (col[j0, 0] + (col[j0 + 1, 0] - col[j0, 0]) * fx) * p0
+                q += (col[j0, 1] + (col[j0 + 1, 1] - col[j0, 1]) * fx) * p1
+                q += (col[j0, 2] + (col[j0 + 1, 2] - col[j0, 2]) * fx) * p2
+                t = min(max((q - lo) * scale, 0.0), 1.0)
+                a = int((3.0 - 2.0 * t) * t * t * 255.0 + 0.5)
+                alpha[y, x] = a
+                if a == 0:  # the background already in ``out``
+                    continue
+                if a == 255:  # the frame (the blend below gives exactly that)
+                    out[y, x, 0] = frame[y, x, 0]
+                    out[y, x, 1] = frame[y, x, 1]
+                    out[y, x, 2] = frame[y, x, 2]
+                    continue
+                for c in range(3):
+                    v = int(frame[y, x, c]) * a + int(out[y, x, c]) * (255 - a) + 128
+                    out[y, x, c] = (v + (v >> 8)) >> 8
 
 
 @numba.njit(**_JIT)
