@@ -26,6 +26,13 @@ with ``--no-motion``, stills or lockstep ``render`` makes it itself ("ours").
 ``--other REV`` also times the compositor of another git revision (its compose.py, kernels.py,
 background.py and config.py, loaded as a package of their own) in the same interleaved loop:
 the A/B for a change to the compositing code, side by side in one run.
+
+``--paired REV`` is the finer A/B: 60 frames of the clip, each with its own selfie mask (a new
+mask every 10 frames, as a fast model would send), ours and REV's ``render`` on every frame in
+alternating order, the tutorial's composite before each (it evicts the caches, as the rest of a
+compositor frame does); the median of the per-frame ratios of thread CPU time and its
+interquartile range. Why: one frame and four functions in rotation (the table) move by +-3 %
+between runs of the same code, too much to see a change of a few percent.
 """
 
 from __future__ import annotations
@@ -159,6 +166,50 @@ def measure_row(frame, mask, threads: int, blur: float, frames: int, other=None)
     return row
 
 
+def clip_frames(width: int, n: int = 60) -> list:
+    """The first ``n`` frames of the clip at ``width`` px wide (height even)."""
+    cap = cv2.VideoCapture(str(CLIP))
+    frames = []
+    while len(frames) < n:
+        ok, f = cap.read()
+        if not ok:
+            break
+        size = (width, round(f.shape[0] * width / f.shape[1] / 2) * 2)
+        frames.append(cv2.resize(f, size, interpolation=cv2.INTER_AREA))
+    return frames
+
+
+def paired_row(seg, other, width: int, pairs: int) -> str:
+    """``render`` of ours / of ``other`` (thread CPU time), paired frame by frame over the clip."""
+    cv2.setNumThreads(1)
+    frames = clip_frames(width)
+    masks = [seg.segment(f).mask for f in frames]
+    mods = (compose, other)
+    states = [m.new_state(m.ComposeSettings()) for m in mods]
+    ratios, times = [], ([], [])
+    for i in range(pairs):
+        j = i % len(frames)
+        for m, st in zip(mods, states, strict=True):
+            if j % 10 == 0:
+                m.accept_mask(st, masks[j], frames[j], continuous=True)
+        cost = [0.0, 0.0]
+        for o in (0, 1) if i % 2 else (1, 0):
+            compose.tutorial_composite(frames[j], masks[j])
+            c0 = time.thread_time()
+            mods[o].render(states[o], frames[j], privacy=True, mask_ok=True)
+            cost[o] = time.thread_time() - c0
+        times[0].append(cost[0] * 1000)
+        times[1].append(cost[1] * 1000)
+        ratios.append(cost[0] / cost[1])
+    q = statistics.quantiles(ratios, n=4)
+    h, w = frames[0].shape[:2]
+    return (
+        f"| {w}x{h} | {pairs} | {statistics.median(times[0]):.2f} | "
+        f"{statistics.median(times[1]):.2f} | **{statistics.median(ratios):.3f}** | "
+        f"{q[0]:.3f}-{q[2]:.3f} |"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=100)
@@ -168,8 +219,11 @@ def main() -> None:
         "--blur", type=float, default=compose.ComposeSettings.blur, help="default: the compositor's"
     )
     p.add_argument("--other", metavar="REV", help="also time this git revision's compositor")
+    p.add_argument("--paired", metavar="REV", help="only the paired A/B against this revision")
     a = p.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
+    if a.paired:
+        return paired_main(a.paired, sizes, a.frames)
     other = load_other(a.other, Path(tempfile.mkdtemp(prefix="bench-other-"))) if a.other else None
     if other is not None:
         other.warm_up()  # compile its kernels (its own numba cache) before timing
@@ -200,6 +254,19 @@ def main() -> None:
             print(measure_row(frame, mask, threads, a.blur, a.frames, other), flush=True)
     cv2.setNumThreads(default_threads)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+def paired_main(rev: str, sizes: list, frames: int) -> None:
+    other = load_other(rev, Path(tempfile.mkdtemp(prefix="bench-other-")))
+    other.warm_up()
+    compose.warm_up()
+    seg = open_segmenter("selfie", SHARED / "models/selfie-segmentation")
+    print(f"machine: {describe()}")
+    print(f"{CLIP.name}, 60 frames, a selfie mask every 10; one OpenCV thread; thread CPU time\n")
+    print(f"| size | pairs | ours ms | {rev} ms | ours / {rev} (median of pairs) | IQR |")
+    print("|---|---|---|---|---|---|")
+    for w, _ in sizes:
+        print(paired_row(seg, other, w, max(frames, 200)), flush=True)
 
 
 if __name__ == "__main__":
