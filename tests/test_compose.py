@@ -534,6 +534,24 @@ def test_the_guide_at_640_is_the_4x4_mean_rounded_to_nearest():
         assert np.abs(got.astype(int) - compose.downscale_by(frame, 4)).max() <= 1
 
 
+@pytest.mark.parametrize("shape", [(90, 160), (3, 5), (7, 9), (1, 1), (4, 4)])
+def test_band_cells_are_the_nonzero_cells_in_order(shape):
+    """``kernels.band_cells`` (paint_band's list of band cells, zero 8-byte words skipped) is
+    ``np.flatnonzero``, also for grids whose size is not a multiple of 8 (the tail) and for an
+    empty or a full band."""
+    from compositor import kernels
+
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    for band in (
+        (rng.random(shape) > 0.9).astype(np.uint8),
+        np.zeros(shape, np.uint8),
+        np.full(shape, 3, np.uint8),
+    ):
+        cells = np.empty(band.size, np.int32)
+        n = kernels.band_cells(band, cells)
+        assert np.array_equal(cells[:n], np.flatnonzero(band))
+
+
 @pytest.mark.parametrize(
     "small, big",
     [((30, 54), (360, 640)), ((30, 54), (720, 1280)), ((17, 29), (480, 853)), ((1, 1), (5, 7)),
