@@ -52,7 +52,7 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import SHARED, describe  # noqa: E402
+from bench.harness import SHARED, clip_frames, describe  # noqa: E402
 from compositor import compose  # noqa: E402
 from compositor.motion import MotionCompensator  # noqa: E402
 from inference.segmenter import open_segmenter  # noqa: E402
@@ -166,23 +166,10 @@ def measure_row(frame, mask, threads: int, blur: float, frames: int, other=None)
     return row
 
 
-def clip_frames(width: int, n: int = 60) -> list:
-    """The first ``n`` frames of the clip at ``width`` px wide (height even)."""
-    cap = cv2.VideoCapture(str(CLIP))
-    frames = []
-    while len(frames) < n:
-        ok, f = cap.read()
-        if not ok:
-            break
-        size = (width, round(f.shape[0] * width / f.shape[1] / 2) * 2)
-        frames.append(cv2.resize(f, size, interpolation=cv2.INTER_AREA))
-    return frames
-
-
 def paired_row(seg, other, width: int, pairs: int) -> str:
     """``render`` of ours / of ``other`` (thread CPU time), paired frame by frame over the clip."""
     cv2.setNumThreads(1)
-    frames = clip_frames(width)
+    frames = clip_frames(CLIP, width)
     masks = [seg.segment(f).mask for f in frames]
     mods = (compose, other)
     states = [m.new_state(m.ComposeSettings()) for m in mods]

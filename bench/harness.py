@@ -35,6 +35,23 @@ def describe() -> str:
     )
 
 
+def clip_frames(clip: Path, width: int, n: int = 60) -> list:
+    """The first ``n`` frames of ``clip`` at ``width`` px wide (aspect kept); exits with a line if
+    the clip gives none."""
+    cap = cv2.VideoCapture(str(clip))
+    frames = []
+    while len(frames) < n:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        h = round(frame.shape[0] * width / frame.shape[1])
+        frames.append(cv2.resize(frame, (width, h)))
+    cap.release()
+    if not frames:
+        raise SystemExit(f"cannot read {clip}")
+    return frames
+
+
 def launch_stats(*args: str, timeout: float) -> dict:
     """Run ``python launch.py ARGS --stats-json TMP`` to the end and return its merged stats."""
     with tempfile.TemporaryDirectory() as tmp:

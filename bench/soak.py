@@ -24,7 +24,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import REPO, SELFIE, SHARED, describe  # noqa: E402
+from bench.harness import REPO, SELFIE, SHARED, clip_frames, describe  # noqa: E402
 from common import protocol  # noqa: E402
 
 CLIP = SHARED / "media" / "videos" / "person_juggling_ball_sam2.mp4"
@@ -119,23 +119,6 @@ class Sampler:
             )
 
 
-def clip_frames(width: int, n: int = 60) -> list[np.ndarray]:
-    import cv2
-
-    cap = cv2.VideoCapture(str(CLIP))
-    frames = []
-    while len(frames) < n:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        h = round(frame.shape[0] * width / frame.shape[1])
-        frames.append(cv2.resize(frame, (width, h)))
-    cap.release()
-    if not frames:
-        raise SystemExit(f"cannot read {CLIP}")
-    return frames
-
-
 def stand_in_compositor(
     endpoint: str, frames: list[np.ndarray], stop: threading.Event, handed: list[int]
 ) -> None:
@@ -166,7 +149,7 @@ def start_worker_only(a: argparse.Namespace) -> tuple[subprocess.Popen, dict[str
     stop = threading.Event()
     feeder = threading.Thread(
         target=stand_in_compositor,
-        args=(endpoint, clip_frames(a.width), stop, HANDED),
+        args=(endpoint, clip_frames(CLIP, a.width), stop, HANDED),
         daemon=True,
     )
     feeder.start()

@@ -239,9 +239,10 @@ def linear_positions(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
 def _cell_offsets(k: int) -> tuple[np.ndarray, np.ndarray]:
     """For pixel d of a k-pixel cell: which neighbour cell (-1 or 0) starts its bilinear pair and
     the fraction towards the next one. Pixel d sits at (d + 0.5) / k - 0.5 cells from its cell's
-    centre: the sample positions of ``cv2.resize(INTER_LINEAR)`` for an integer factor k."""
+    centre: the sample positions of ``cv2.resize(INTER_LINEAR)`` for an integer factor k.
+    Fractions in float32, the arithmetic of ``paint_band``."""
     off = np.empty(k, np.int64)
-    frac = np.empty(k, np.float64)
+    frac = np.empty(k, np.float32)
     for d in range(k):
         u = (d + 0.5) / k - 0.5
         if u < 0:
@@ -297,9 +298,9 @@ def paint_band(
     hs, ws, _ = coef.shape
     lo = np.float32(low * 255.0)
     scale = np.float32(1.0 / ((high - low) * 255.0))
-    one, c255, half = np.float32(1.0), np.float32(255.0), np.float32(0.5)
-    off, frac64 = _cell_offsets(k)
-    frac = frac64.astype(np.float32)
+    zero, half, one = np.float32(0.0), np.float32(0.5), np.float32(1.0)
+    three, c255 = np.float32(3.0), np.float32(255.0)
+    off, frac = _cell_offsets(k)
     col = np.empty((3, 4), np.float32)  # the neighbour columns' A and b, at a pixel row
     cells = np.empty(band.size, np.int32)
     for n in range(band_cells(band, cells)):
@@ -323,8 +324,8 @@ def paint_band(
                 q += (col[j0, 0] + (col[j0 + 1, 0] - col[j0, 0]) * fx) * p0
                 q += (col[j0, 1] + (col[j0 + 1, 1] - col[j0, 1]) * fx) * p1
                 q += (col[j0, 2] + (col[j0 + 1, 2] - col[j0, 2]) * fx) * p2
-                t = min(max((q - lo) * scale, np.float32(0.0)), one)
-                a = int((np.float32(3.0) - t - t) * t * t * c255 + half)
+                t = min(max((q - lo) * scale, zero), one)
+                a = int((three - t - t) * t * t * c255 + half)
                 alpha[y, x] = a
                 if a == 0:  # the background already in ``out``
                     continue
