@@ -33,6 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import metrics  # noqa: E402
 from bench.harness import SELFIE, SHARED, describe, launch_stats  # noqa: E402
 
 VIDEOS = SHARED / "media/videos"
@@ -115,10 +116,10 @@ def compare(live: Path, fresh: Path, start: int = 0) -> dict:
             continue
         a = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) >= 128
         r = cv2.imread(str(ref), cv2.IMREAD_GRAYSCALE) >= 128
-        union = np.count_nonzero(a | r)
-        ious.append(np.count_nonzero(a & r) / union if union else 1.0)
-        shown.append(np.count_nonzero(a & ~r) / a.size)
-        blurred.append(np.count_nonzero(~a & r) / a.size)
+        iou, room, blur = metrics.agreement(a, r)
+        ious.append(iou)
+        shown.append(room)
+        blurred.append(blur)
     if not ious:
         return {"frames": 0}
     return {

@@ -31,6 +31,20 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> float:
     return np.count_nonzero(p & g) / union
 
 
+def agreement(applied: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
+    """IoU, room shown and person blurred (shares of the frame, 0..1) of two bool masks.
+
+    One definition for every motion benchmark (bench_motion.py, motion_lab.py), so their tables
+    can be compared: room shown is the applied mask's person where the reference says room (the
+    privacy failure), person blurred the reverse; IoU of two empty masks is 1.0, as in ``iou``.
+    """
+    union = np.count_nonzero(applied | ref)
+    both = np.count_nonzero(applied & ref)
+    room = (np.count_nonzero(applied) - both) / applied.size
+    blurred = (np.count_nonzero(ref) - both) / applied.size
+    return (both / union if union else 1.0), room, blurred
+
+
 def boundary(mask: np.ndarray) -> np.ndarray:
     """One-pixel inner boundary of a bool mask (pixels with a 4-neighbour outside the mask).
 

@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import metrics  # noqa: E402
 from bench.harness import SHARED, describe  # noqa: E402
 from compositor import compose  # noqa: E402
 from compositor.motion import MotionCompensator, MotionSettings  # noqa: E402
@@ -402,11 +403,10 @@ def simulate(
             applied = fresh[i - 1]
         else:
             applied = fresh[current]
-        a, f = applied >= 0.5, fresh[i] >= 0.5
-        union = np.count_nonzero(a | f)
-        sc.iou.append(np.count_nonzero(a & f) / union if union else 1.0)
-        sc.room.append(np.count_nonzero(a & ~f) / a.size)
-        sc.blurred.append(np.count_nonzero(~a & f) / a.size)
+        iou, room, blurred = metrics.agreement(applied >= 0.5, fresh[i] >= 0.5)
+        sc.iou.append(iou)
+        sc.room.append(room)
+        sc.blurred.append(blurred)
         sc.hidden.append(hidden)
     return sc
 
@@ -500,10 +500,10 @@ def _refined_run(frames, masks, ref, step: int, motion: bool) -> dict[str, float
         rendered = _compositor_frame(comp, look, i, f, arrival)
         if rendered is None:
             continue  # not scored before the first mask
-        a, r = rendered.alpha >= 128, ref[i]
-        iou.append(np.count_nonzero(a & r) / max(1, np.count_nonzero(a | r)))
-        room.append(100 * np.count_nonzero(a & ~r) / a.size)
-        blurred.append(100 * np.count_nonzero(~a & r) / a.size)
+        agree = metrics.agreement(rendered.alpha >= 128, ref[i])
+        iou.append(agree[0])
+        room.append(100 * agree[1])
+        blurred.append(100 * agree[2])
     if not iou:
         return {"n": 0}
     p99 = float(np.percentile(room, 99))

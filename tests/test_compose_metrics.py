@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from bench.metrics import boundary, boundary_f, fragments, iou
+from bench.metrics import agreement, boundary, boundary_f, fragments, iou
 
 
 def square(x0: int, size: int = 40, shape: tuple[int, int] = (100, 100)) -> np.ndarray:
@@ -25,6 +25,18 @@ def test_empty_prediction_and_empty_gt_score_perfect():
     z = np.zeros((50, 50), np.uint8)
     assert iou(z, z) == 1.0 and boundary_f(z, z) == 1.0
     assert boundary_f(z, square(5, 20, (50, 50))) == 0.0
+
+
+def test_agreement_splits_the_disagreement_into_room_shown_and_person_blurred():
+    applied, ref = square(20) > 0, square(30) > 0  # applied lies 10 px left of the reference
+    got_iou, room, blurred = agreement(applied, ref)
+    assert abs(got_iou - iou(applied, ref)) < 1e-12
+    assert room == blurred == 10 * 40 / applied.size  # the strip each has alone
+    wider = square(20, 50) > 0  # covers the reference and more: shows room, blurs nothing
+    _, room, blurred = agreement(wider, ref)
+    assert room > 0 and blurred == 0
+    z = np.zeros((100, 100), bool)
+    assert agreement(z, z) == (1.0, 0.0, 0.0)
 
 
 def test_alpha_is_thresholded_at_128():
