@@ -205,15 +205,32 @@ def main() -> int:
 def report_ratios(rows: list[dict]) -> None:
     """Motion vs no-motion per clip and interval, every frame and without the startup."""
     print("\nratios at each interval (motion / no-motion): room shown, IoU, person blurred;")
-    print("every frame, then from the first frame both runs showed with a mask (startup excluded)")
+    print("every frame, then from the first frame both runs showed with a mask (startup excluded);")
+    print("then the issue's checks on every frame")
     for off, on in zip(rows[::2], rows[1::2], strict=True):
         if off.get("frames") and on.get("frames"):
             start = max(first_masked(off["live"]), first_masked(on["live"]))
             late = [compare(r["live"], r["fresh"], start) for r in (off, on)]
             print(
                 f"{on['clip']:12} {on['interval']:>4g}  {ratios(off, on)}  |  from frame "
-                f"{start}: {ratios(*late)}"
+                f"{start}: {ratios(*late)}  |  {checks(off, on)}"
             )
+
+
+def checks(off: dict, on: dict) -> str:
+    """The issue's acceptance for one clip and interval, every frame counted: "pass", or
+    "miss:" and the checks missed (room shown <= 1/3 of no motion's, IoU not lower, person
+    blurred not higher)."""
+    missed = [
+        name
+        for name, ok in (
+            ("room", on["room_mean"] <= off["room_mean"] / 3),
+            ("IoU", on["iou"] >= off["iou"]),
+            ("blurred", on["blurred"] <= off["blurred"]),
+        )
+        if not ok
+    ]
+    return "miss: " + " ".join(missed) if missed else "pass"
 
 
 def ratios(off: dict, on: dict) -> str:

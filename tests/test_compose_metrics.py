@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from bench.bench_motion import checks
 from bench.metrics import agreement, boundary, boundary_f, fragments, iou
 
 
@@ -85,3 +86,11 @@ def test_fragments_count_small_islands_and_holes_not_the_body():
     m[100:103, 100:103] = 0  # ... and a hole of room in the body
     assert fragments(m) == 3
     assert fragments(m, max_share=0.0001) == 0  # each is 6-9 px: above 4 px
+
+
+def test_motion_bench_checks_name_each_missed_acceptance_check():
+    off = {"room_mean": 0.9, "iou": 0.5, "blurred": 1.0}
+    assert checks(off, {"room_mean": 0.29, "iou": 0.5, "blurred": 1.0}) == "pass"
+    worse = {"room_mean": 0.31, "iou": 0.49, "blurred": 1.01}
+    assert checks(off, worse) == "miss: room IoU blurred"
+    assert checks(off, {"room_mean": 0.1, "iou": 0.6, "blurred": 1.2}) == "miss: blurred"
