@@ -27,6 +27,12 @@ from compositor.picture import Picture
 
 REFUSED_LOG_S = 5.0
 RATE_WINDOW_S = 5.0
+# Distinct worker names counted in ``masks_by_worker``; masks from any further name count under
+# ``OTHER_WORKERS``. A worker names itself in every mask, so one that changes its name per mask
+# (a bug, or a peer that has the key) would otherwise grow the table, the stats file and the
+# status line without bound. A real deployment has a handful of workers.
+MAX_WORKER_NAMES = 32
+OTHER_WORKERS = "(others)"
 # Counters present in the stats from the start (0 until something happens), so readers of the
 # stats file (launch.py, tests) never miss a key.
 COUNTERS = (
@@ -107,8 +113,7 @@ class Core:
             return False
         self.picture.apply_mask(rec, msg.image)
         self.applied_at.append(self.clock())
-        name = self._name(identity, msg)
-        self.masks_by_worker[name] = self.masks_by_worker.get(name, 0) + 1
+        count_bounded(self.masks_by_worker, self._name(identity, msg), MAX_WORKER_NAMES)
         self.stats.count("masks_applied")
         return True
 
@@ -217,3 +222,11 @@ class Core:
 
 def _per(total: int, n: int) -> float | None:
     return round(total / n, 1) if n else None
+
+
+def count_bounded(counts: dict[str, int], name: str, limit: int) -> None:
+    """``counts[name] += 1``, with at most ``limit`` names of their own: once the table is full,
+    a new name counts under ``OTHER_WORKERS``, so a peer that invents names cannot grow it."""
+    if name not in counts and len(counts) >= limit:
+        name = OTHER_WORKERS
+    counts[name] = counts.get(name, 0) + 1

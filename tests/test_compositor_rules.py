@@ -9,7 +9,7 @@ import numpy as np
 from common import protocol
 from common.stats import Stats
 from compositor import compose
-from compositor.core import Core
+from compositor.core import MAX_WORKER_NAMES, OTHER_WORKERS, Core
 from compositor.dispatch import Dispatcher
 from compositor.maskslot import MaskSlot
 from compositor.picture import Picture
@@ -95,6 +95,18 @@ def test_only_the_handed_out_frames_mask_from_its_worker_is_applied():
     hand(core, frame(4))
     assert deliver(core, b"a", mask(4, shape=(H // 2, W // 2)))
     assert core.picture.slot.applied.frame_id == 4
+
+
+def test_a_worker_renaming_itself_every_mask_cannot_grow_the_per_worker_table():
+    core, _ = make_core()
+    n = MAX_WORKER_NAMES + 40
+    for i in range(1, n + 1):
+        hand(core, frame(i))
+        assert deliver(core, b"a", mask(i, worker=f"w{i}"))
+    assert len(core.masks_by_worker) == MAX_WORKER_NAMES + 1
+    assert core.masks_by_worker[OTHER_WORKERS] == n - MAX_WORKER_NAMES
+    assert core.masks_by_worker["w1"] == 1 and sum(core.masks_by_worker.values()) == n
+    assert core.live_stats()["masks_by_worker"] == core.masks_by_worker
 
 
 def test_older_mask_is_counted_stale_not_applied():
