@@ -486,24 +486,42 @@ def change_residual(
     motion: np.ndarray,
 ) -> int:
     """Per pixel, from the mask frame already seen through the map (``sampled``: its alpha, then
-    the n channels the residual compares; ``cv2.remap`` did the gather): the warped alpha, the
-    residual against this frame (``cur``, (h, w, n): blurred grey, or blurred B, G, R; the
-    largest change of any channel, the mask frame's channel c scaled by ``gains[c]``: the
-    camera's exposure change, ``exposure_gains``) and the motion (net displacement
-    |map(x) - x|, or with ``path`` the larger of it and the path length; ``unexplained`` where
-    the occlusion check failed). Returns the number of residuals above ``thr``. Elementwise,
-    no gather: the loop is one pass over memory."""
+    the n channels the residual compares; ``cv2.remap`` did the gather): the residual against
+    this frame (``cur``, (h, w, n): blurred grey, or blurred B, G, R; the largest change of any
+    channel, the mask frame's channel c scaled by ``gains[c]``: the camera's exposure change,
+    ``exposure_gains``), then ``rule_inputs``. Returns the number of residuals above ``thr``."""
     h, w = res.shape
     n = cur.shape[2]
-    bad = 0
     for y in range(h):
         for x in range(w):
             r = 0.0
             for c in range(n):
                 r = max(r, abs(cur[y, x, c] - gains[c] * sampled[y, x, 1 + c]))
             res[y, x] = r
+    return rule_inputs(sampled, st, res, thr, path, unexplained, small_alpha, motion)
+
+
+@numba.njit(**_JIT)
+def rule_inputs(
+    sampled: np.ndarray,
+    st: np.ndarray,
+    res: np.ndarray,
+    thr: float,
+    path: bool,
+    unexplained: float,
+    small_alpha: np.ndarray,
+    motion: np.ndarray,
+) -> int:
+    """Per pixel, for the change rule: the warped alpha (``sampled``'s first channel) and the
+    motion (net displacement |map(x) - x| of the state ``st``, or with ``path`` the larger of it
+    and the path length; ``unexplained`` where the occlusion check failed). Returns the number
+    of residuals (``res``) above ``thr``. Elementwise, no gather: one pass over memory."""
+    h, w = res.shape
+    bad = 0
+    for y in range(h):
+        for x in range(w):
             small_alpha[y, x] = sampled[y, x, 0]
-            if r > thr:
+            if res[y, x] > thr:
                 bad += 1
             dx = st[y, x, 0] - x
             dy = st[y, x, 1] - y
@@ -515,6 +533,60 @@ def change_residual(
                 m = unexplained
             motion[y, x] = m
     return bad
+
+
+@numba.njit(**_JIT)
+def hold_residuals(
+    sampled: np.ndarray,
+    ref: np.ndarray,
+    cur: np.ndarray,
+    gains: np.ndarray,
+    res: np.ndarray,
+    diff: np.ndarray,
+) -> None:
+    """Per pixel, the residual of this frame (``cur``) against the mask frame seen through the
+    map (``sampled``) into ``res``, as ``change_residual`` computes it (largest channel change,
+    exposure ``gains``), and how much larger the residual against the mask frame in place
+    (``ref``, same layout) is, into ``diff`` (negative: in place explains this frame better).
+    What ``motion._hold_still`` compares; one pass for both."""
+    h, w = res.shape
+    n = cur.shape[2]
+    for y in range(h):
+        for x in range(w):
+            a = 0.0
+            b = 0.0
+            for c in range(n):
+                v = cur[y, x, c]
+                a = max(a, abs(v - gains[c] * sampled[y, x, 1 + c]))
+                b = max(b, abs(v - gains[c] * ref[y, x, 1 + c]))
+            res[y, x] = a
+            diff[y, x] = b - a
+
+
+@numba.njit(**_JIT)
+def hold_in_place(
+    pick: np.ndarray,
+    ref: np.ndarray,
+    sampled: np.ndarray,
+    ident: np.ndarray,
+    xy: np.ndarray,
+    res: np.ndarray,
+    diff: np.ndarray,
+) -> None:
+    """Where ``pick`` (non-zero, see ``motion._hold_still``): what was sampled through the map
+    becomes the mask frame in place (``ref``), the map the identity (``ident``) and the residual
+    the one in place (``res + diff``). One pass; ``np.copyto`` with a broadcast ``where`` took
+    ~5x longer per array at 160x90."""
+    h, w = pick.shape
+    n = ref.shape[2]
+    for y in range(h):
+        for x in range(w):
+            if pick[y, x]:
+                for c in range(n):
+                    sampled[y, x, c] = ref[y, x, c]
+                xy[y, x, 0] = ident[y, x, 0]
+                xy[y, x, 1] = ident[y, x, 1]
+                res[y, x] += diff[y, x]
 
 
 @numba.njit(**_JIT)

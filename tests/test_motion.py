@@ -463,6 +463,73 @@ def test_change_residual_through_the_map():
     assert np.allclose(np.delete(motion.ravel(), 10 * 160 + 20), 5.0) and motion[10, 20] == 1000
 
 
+def _carried_at_flow_res(frame_f, frame_c, alpha_f, shift_x, hold):
+    """``compositor.motion._carried`` at flow resolution (160x90): the mask frame ``frame_f``
+    with its ``alpha_f``, this frame ``frame_c``, a map that says everything moved ``shift_x``
+    px to the left since F (this frame's x was at x + shift_x in F)."""
+    from compositor.motion import _blurred, _carried, _identity, _mask_ref, _new_state
+
+    s = MotionSettings(hold_still=hold)
+    grey = cv2.cvtColor(frame_f, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    ref = _mask_ref(s, grey, alpha_f, frame_f)
+    ident = _identity(90, 160)
+    state = _new_state(ident)
+    state[..., 0] += shift_x
+    kept = state.copy()
+    got = _carried(s, ref, _blurred(frame_c, s.residual_blur), state, ident)
+    assert np.array_equal(state, kept)  # the carried state is never changed
+    return got
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_subject_the_camera_follows_keeps_its_mask(hold):
+    """A camera panning with its subject: the room streams 8 px to the left, the subject (a
+    plain shirt, which gives the flow nothing to lock on to) stays where it was, and the map
+    says everything moved with the room. Held in place where that explains the picture better,
+    the mask stays on the subject and the residual there is low; through the map alone (hold
+    off) it slides off the subject onto the room."""
+    room = texture(90, 200, 80, seed=6)
+    subject = np.zeros((90, 160), np.float32)
+    subject[20:80, 60:90] = 1.0
+    shirt = np.zeros((90, 160, 3), np.uint8) + np.uint8([60, 90, 200])
+
+    def shot(x0):
+        out = room[:, x0 : x0 + 160].copy()
+        out[subject > 0] = shirt[subject > 0]
+        return out
+
+    got = _carried_at_flow_res(shot(0), shot(8), subject, 8.0, hold)
+    alpha = got.sampled[..., 0]
+    if hold:
+        assert iou(alpha, subject) > 0.9
+        assert float(np.median(got.res[subject > 0])) < 5.0
+        # the map is the identity at the subject's edge (inside the plain shirt both agree)
+        assert np.allclose(got.xy[50, 85], (85, 50))
+        assert np.allclose(got.xy[50, 20], (28, 50))  # the room kept the map
+    else:
+        assert iou(alpha, subject) < 0.8
+
+
+def test_person_who_moved_on_a_still_camera_follows_the_map():
+    """The other way round: a still room, the person moved 8 px to the left and the map knows
+    it. The mask frame in place would put the person where the room now shows (a high
+    residual there): the map wins, the room they left is not carried as person."""
+    room = texture(90, 160, 80, seed=7)
+    person = texture(90, 180, 175, seed=8)
+    alpha_f = np.zeros((90, 160), np.float32)
+    alpha_f[20:80, 68:98] = 1.0
+    frame_f = room.copy()
+    frame_f[20:80, 68:98] = person[20:80, 68:98]
+    frame_c = room.copy()
+    frame_c[20:80, 60:90] = person[20:80, 68:98]  # the same person, 8 px to the left
+    got = _carried_at_flow_res(frame_f, frame_c, alpha_f, 8.0, True)
+    moved = np.zeros_like(alpha_f)
+    moved[20:80, 60:90] = 1.0
+    alpha = got.sampled[..., 0]
+    assert iou(alpha, moved) > 0.9
+    assert float(alpha[20:80, 92:98].max()) < 0.5  # the room they left
+
+
 def _coloured_scene() -> tuple[np.ndarray, np.ndarray]:
     """A still person in two reds (horizontal stripes 12 px thick) over a bluish room, both
     finely textured; and the person's mask."""
