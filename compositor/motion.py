@@ -27,6 +27,10 @@ Method (chosen by measurement, see docs/motion.md and bench/motion_lab.py):
 * where the frame-to-frame flow does not explain the change from the previous frame (the
   disocclusion behind a moving person, a cut, someone jumping out: what an occlusion check
   detects), the motion at that pixel is unbounded from then on and the band covers it.
+* hold where still: per region, the mask frame in place competes with the map, and whichever
+  explains this frame better carries the mask there. A camera that follows its subject keeps
+  the person still in the picture while the room streams past, and the dense flow, dominated by
+  the room, would carry the mask off the person.
 * colour gate: the room can only appear in the room's colours. A changed pixel whose colour is
   much likelier the person's than the room's (histograms of the mask frame's person and of the
   room near them) is a changed pose, not the room, and stays: the residual against a seconds-old
