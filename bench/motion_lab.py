@@ -222,7 +222,6 @@ class ColourCue(MotionCompensator):
         from compositor.motion import (
             Tracked,
             _colour_gate,
-            _compared,
             _hidden,
             _safe_map,
             _threshold,
@@ -233,14 +232,13 @@ class ColourCue(MotionCompensator):
         t0 = self.clock()
         s = self.settings
         llr = _colour_gate(s, self._cur_colour.plain(), self._colour)
-        small_alpha, res, motion = (np.empty(llr.shape, np.float32) for _ in range(3))
+        small_alpha, motion = (np.empty(llr.shape, np.float32) for _ in range(2))
+        res = np.zeros(llr.shape, np.float32)  # no residual: this experiment hides by colour alone
         thr = _threshold(s, self._noise.grey)
-        args = (thr, s.band_path, s.unexplained_px, small_alpha, res, motion)
+        args = (thr, s.band_path, s.unexplained_px, small_alpha, motion)
         xy = _safe_map(self._state)
         sampled = _through(self._mask_ref, xy)  # [alpha, the channels the residual compares]
-        compared = _compared(self._mask_ref, self._blur_cur, self._cur_colour)
-        ones = np.ones(compared.shape[2], np.float32)  # no exposure match in this experiment
-        kernels.change_residual(sampled, self._state, compared, ones, *args)
+        kernels.rule_inputs(sampled, self._state, res, *args)
         hidden = None
         if s.hide_unexplained and np.count_nonzero(llr > self.llr):
             # _hidden's calm ring: threshold * hide_grow_low; with an LLR the scale is shifted

@@ -473,35 +473,6 @@ def _clamped(v: float, n: int) -> tuple[int, int, float]:
 
 
 @numba.njit(**_JIT)
-def change_residual(
-    sampled: np.ndarray,
-    st: np.ndarray,
-    cur: np.ndarray,
-    gains: np.ndarray,
-    thr: float,
-    path: bool,
-    unexplained: float,
-    small_alpha: np.ndarray,
-    res: np.ndarray,
-    motion: np.ndarray,
-) -> int:
-    """Per pixel, from the mask frame already seen through the map (``sampled``: its alpha, then
-    the n channels the residual compares; ``cv2.remap`` did the gather): the residual against
-    this frame (``cur``, (h, w, n): blurred grey, or blurred B, G, R; the largest change of any
-    channel, the mask frame's channel c scaled by ``gains[c]``: the camera's exposure change,
-    ``exposure_gains``), then ``rule_inputs``. Returns the number of residuals above ``thr``."""
-    h, w = res.shape
-    n = cur.shape[2]
-    for y in range(h):
-        for x in range(w):
-            r = 0.0
-            for c in range(n):
-                r = max(r, abs(cur[y, x, c] - gains[c] * sampled[y, x, 1 + c]))
-            res[y, x] = r
-    return rule_inputs(sampled, st, res, thr, path, unexplained, small_alpha, motion)
-
-
-@numba.njit(**_JIT)
 def rule_inputs(
     sampled: np.ndarray,
     st: np.ndarray,
@@ -515,7 +486,7 @@ def rule_inputs(
     """Per pixel, for the change rule: the warped alpha (``sampled``'s first channel) and the
     motion (net displacement |map(x) - x| of the state ``st``, or with ``path`` the larger of it
     and the path length; ``unexplained`` where the occlusion check failed). Returns the number
-    of residuals (``res``) above ``thr``. Elementwise, no gather: one pass over memory."""
+    of residuals (``res``, ``hold_residuals``) above ``thr``. Elementwise, no gather."""
     h, w = res.shape
     bad = 0
     for y in range(h):
@@ -544,11 +515,13 @@ def hold_residuals(
     res: np.ndarray,
     diff: np.ndarray,
 ) -> None:
-    """Per pixel, the residual of this frame (``cur``) against the mask frame seen through the
-    map (``sampled``) into ``res``, as ``change_residual`` computes it (largest channel change,
-    exposure ``gains``), and how much larger the residual against the mask frame in place
-    (``ref``, same layout) is, into ``diff`` (negative: in place explains this frame better).
-    What ``motion._hold_still`` compares; one pass for both."""
+    """Per pixel, the change rule's residual of this frame (``cur``, (h, w, n): blurred grey, or
+    blurred B, G, R) against the mask frame seen through the map (``sampled``: its alpha, then
+    the n channels compared; ``cv2.remap`` did the gather) into ``res``: the largest change of
+    any channel, the mask frame's channel c scaled by ``gains[c]`` (the camera's exposure
+    change, ``exposure_gains``). And how much larger the same residual against the mask frame
+    in place (``ref``, same layout) is, into ``diff`` (negative: in place explains this frame
+    better; what ``motion._hold_still`` compares). One pass for both, no gather."""
     h, w = res.shape
     n = cur.shape[2]
     for y in range(h):
@@ -595,7 +568,7 @@ def exposure_gains(
     hist: np.ndarray, gains: np.ndarray,
 ) -> int:  # fmt: skip
     """Per channel, the median ratio this frame / mask frame (``cur`` (h, w, n) vs ``sampled``'s
-    channels after its alpha, as ``change_residual`` compares them) over every second pixel of
+    channels after its alpha, as ``hold_residuals`` compares them) over every second pixel of
     every second row whose carried alpha is at most ``max_alpha`` and whose two values both lie
     in [lo, hi] (not dark noise, not clipped), into ``gains``: a histogram (``hist``: (n, bins))
     of the ratio in [0.5, 2], bins of equal width. Returns how many pixels counted.

@@ -666,12 +666,11 @@ def _hold_still(s: MotionSettings, diff: np.ndarray) -> np.ndarray | None:
 @dataclass
 class _Carried:
     """The mask frame carried to this frame (``_carried``): what was sampled of ``_mask_ref``,
-    this frame's exposure gains over it, the residual against this frame (``kernels
-    .hold_residuals``; ``colour``: of B, G, R rather than grey), the state and its map
-    (``_safe_map``) with held pixels at identity."""
+    the residual against this frame (``kernels.hold_residuals``, exposure matched; ``colour``:
+    of B, G, R rather than grey), the state and its map (``_safe_map``) with held pixels at
+    identity."""
 
     sampled: np.ndarray
-    gains: np.ndarray
     res: np.ndarray
     colour: bool
     state: np.ndarray
@@ -699,7 +698,7 @@ def _carried(
         kernels.hold_in_place(pick, mask_ref, sampled, ident, xy, res, diff)
         state = state.copy()
         _set_map(state, xy)
-    return _Carried(sampled, gains, res, compared.shape[2] == 3, state, xy)
+    return _Carried(sampled, res, compared.shape[2] == 3, state, xy)
 
 
 def _change_rule(

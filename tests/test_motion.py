@@ -436,8 +436,9 @@ def test_map_copy_and_set_are_the_slice():
 
 def test_change_residual_through_the_map():
     """The mask frame seen through a map of a whole-pixel shift (remap exact there): the
-    residual is |this frame - the shifted mask frame|, the warped alpha the shifted alpha, the
-    motion the shift's length, and unbounded where the occlusion check failed."""
+    residual is |this frame - the shifted mask frame| (``hold_residuals``), the warped alpha the
+    shifted alpha, the motion the shift's length, and unbounded where the occlusion check failed
+    (``rule_inputs``)."""
     from compositor import kernels
     from compositor.motion import _identity, _new_state, _safe_map, _through
 
@@ -453,8 +454,10 @@ def test_change_residual_through_the_map():
     out = [np.empty((90, 160), np.float32) for _ in range(3)]
     sampled = _through(np.dstack([alpha, grey]), _safe_map(state))
     one = np.ones(1, np.float32)
-    bad = kernels.change_residual(sampled, state, cur[..., None], one, 20.0, False, 1000.0, *out)
     small_alpha, res, motion = out
+    in_place = np.dstack([alpha, grey])
+    kernels.hold_residuals(sampled, in_place, cur[..., None], one, res, np.empty_like(res))
+    bad = kernels.rule_inputs(sampled, state, res, 20.0, False, 1000.0, small_alpha, motion)
     inner = (slice(4, -1), slice(1, -3))  # away from the repeated edges
     expect = np.abs(cur - np.roll(grey, (4, -3), axis=(0, 1)))
     assert np.allclose(res[inner], expect[inner], atol=1e-3)
