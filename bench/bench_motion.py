@@ -221,15 +221,11 @@ def checks(off: dict, on: dict) -> str:
     """The issue's acceptance for one clip and interval, every frame counted: "pass", or
     "miss:" and the checks missed (room shown <= 1/3 of no motion's, IoU not lower, person
     blurred not higher)."""
-    missed = [
-        name
-        for name, ok in (
-            ("room", on["room_mean"] <= off["room_mean"] / 3),
-            ("IoU", on["iou"] >= off["iou"]),
-            ("blurred", on["blurred"] <= off["blurred"]),
-        )
-        if not ok
-    ]
+    missed = metrics.missed_checks(
+        (off["room_mean"], on["room_mean"]),
+        (off["iou"], on["iou"]),
+        (off["blurred"], on["blurred"]),
+    )
     return "miss: " + " ".join(missed) if missed else "pass"
 
 

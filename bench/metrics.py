@@ -45,6 +45,17 @@ def agreement(applied: np.ndarray, ref: np.ndarray) -> tuple[float, float, float
     return (both / union if union else 1.0), room, blurred
 
 
+def missed_checks(
+    room: tuple[float, float], iou: tuple[float, float], blurred: tuple[float, float]
+) -> list[str]:
+    """Issue 9's acceptance for one clip and interval, each argument (no motion, motion): the
+    names of the checks missed, of "room" (room shown at most a third of no motion's), "IoU"
+    (not lower), "blurred" (person blurred not higher). One rule for bench_motion.py and
+    motion_lab.py --refined."""
+    ok = (room[1] <= room[0] / 3, iou[1] >= iou[0], blurred[1] <= blurred[0])
+    return [n for n, good in zip(("room", "IoU", "blurred"), ok, strict=True) if not good]
+
+
 def boundary(mask: np.ndarray) -> np.ndarray:
     """One-pixel inner boundary of a bool mask (pixels with a 4-neighbour outside the mask).
 
