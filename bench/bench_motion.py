@@ -18,6 +18,7 @@ twice (ping-pong, a natural motion reversal) to get clips long enough for 4 s in
 
     python bench/bench_motion.py                     # everything (~20 min on 2 cores)
     python bench/bench_motion.py --clips anchor hike --intervals 2
+    python bench/bench_motion.py --intervals 2 --repeats 3   # pooled: less noise per check
 """
 
 from __future__ import annotations
@@ -104,10 +105,10 @@ def first_masked(live: Path) -> int:
     return 0
 
 
-def compare(live: Path, fresh: Path, start: int = 0) -> dict:
-    """Per-frame agreement of the applied alphas with the fresh ones (frames present in both,
-    from frame index ``start``)."""
-    ious, shown, blurred = [], [], []
+def per_frame(live: Path, fresh: Path, start: int = 0) -> np.ndarray:
+    """(IoU, room shown, person blurred) of every frame present in both folders from frame
+    index ``start``: the applied alphas against the fresh ones, shares of the frame."""
+    rows = []
     for f in sorted(live.glob("*.png")):
         if int(f.stem) < start:
             continue
@@ -116,54 +117,79 @@ def compare(live: Path, fresh: Path, start: int = 0) -> dict:
             continue
         a = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) >= 128
         r = cv2.imread(str(ref), cv2.IMREAD_GRAYSCALE) >= 128
-        iou, room, blur = metrics.agreement(a, r)
-        ious.append(iou)
-        shown.append(room)
-        blurred.append(blur)
-    if not ious:
+        rows.append(metrics.agreement(a, r))
+    return np.array(rows, np.float64).reshape(-1, 3)
+
+
+def summary(scores: np.ndarray) -> dict:
+    """The table's numbers of ``per_frame`` scores (of one run, or several pooled)."""
+    if not len(scores):
         return {"frames": 0}
     return {
-        "frames": len(ious),
-        "iou": float(np.mean(ious)),
-        "room_mean": 100 * float(np.mean(shown)),
-        "room_p99": 100 * float(np.percentile(shown, 99)),
-        "blurred": 100 * float(np.mean(blurred)),
+        "frames": len(scores),
+        "iou": float(scores[:, 0].mean()),
+        "room_mean": 100 * float(scores[:, 1].mean()),
+        "room_p99": 100 * float(np.percentile(scores[:, 1], 99)),
+        "blurred": 100 * float(scores[:, 2].mean()),
     }
 
 
-def measure(name: str, clip: Path, tmp: Path, intervals: list[float], width: int) -> list[dict]:
+def compare(live: Path, fresh: Path, start: int = 0) -> dict:
+    """Per-frame agreement of the applied alphas with the fresh ones (frames present in both,
+    from frame index ``start``), summarised."""
+    return summary(per_frame(live, fresh, start))
+
+
+def measure(
+    name: str, clip: Path, tmp: Path, intervals: list[float], width: int, repeats: int = 1
+) -> list[dict]:
+    """The clip's fresh alphas once, then per interval ``repeats`` pairs of runs, no motion
+    and motion, in alternating order (each pair shares the machine's moment alike). Rows come
+    in pairs, no motion first."""
     fresh = tmp / f"{name}-fresh"
     run(clip, fresh, "--lockstep", "--width", str(width))
     rows = []
     for s in intervals:
-        for motion in (False, True):
-            tag = f"{name}-{s:g}-{'motion' if motion else 'nomotion'}"
-            stats = run(
-                clip,
-                tmp / tag,
-                "--mask-interval",
-                str(s),
-                "--max-mask-age",
-                MASKRCNN_MAX_AGE,
-                "--width",
-                str(width),
-                *([] if motion else ["--no-motion"]),
-            )
-            comp = stats.get("stages", {}).get("compositor", {})
-            row = compare(tmp / tag, fresh)
-            row.update(
-                live=tmp / tag,
-                fresh=fresh,
-                clip=name,
-                interval=s,
-                motion=motion,
-                hidden_frames=stats.get("fail_closed_frames", 0),
-                motion_ms=(comp.get("motion_ms") or {}).get("p50"),
-                rate=(stats.get("display_fps") or 0) / (stats.get("capture_fps") or 1),
-            )
-            rows.append(row)
-            print(format_row(row), flush=True)
+        for rep in range(repeats):
+            pair = {}
+            for motion in (False, True) if rep % 2 == 0 else (True, False):
+                pair[motion] = _timed_run(name, clip, tmp, s, width, motion, rep)
+                pair[motion].update(fresh=fresh)
+            for motion in (False, True):
+                rows.append(pair[motion])
+                print(format_row(pair[motion]), flush=True)
     return rows
+
+
+def _timed_run(
+    name: str, clip: Path, tmp: Path, s: float, width: int, motion: bool, rep: int
+) -> dict:
+    """One live run at ``--mask-interval s``, motion on or off, scored against the fresh run."""
+    tag = f"{name}-{s:g}-{'motion' if motion else 'nomotion'}-{rep}"
+    stats = run(
+        clip,
+        tmp / tag,
+        "--mask-interval",
+        str(s),
+        "--max-mask-age",
+        MASKRCNN_MAX_AGE,
+        "--width",
+        str(width),
+        *([] if motion else ["--no-motion"]),
+    )
+    comp = stats.get("stages", {}).get("compositor", {})
+    row = compare(tmp / tag, tmp / f"{name}-fresh")
+    row.update(
+        live=tmp / tag,
+        clip=name,
+        interval=s,
+        motion=motion,
+        repeat=rep,
+        hidden_frames=stats.get("fail_closed_frames", 0),
+        motion_ms=(comp.get("motion_ms") or {}).get("p50"),
+        rate=(stats.get("display_fps") or 0) / (stats.get("capture_fps") or 1),
+    )
+    return row
 
 
 HEADER = (
@@ -188,7 +214,12 @@ def main() -> int:
     p.add_argument("--clips", nargs="*", default=list(CLIPS), choices=list(CLIPS))
     p.add_argument("--intervals", nargs="*", type=float, default=[0.5, 1.0, 2.0, 4.0])
     p.add_argument("--width", type=int, default=640, help="pipeline working width")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="pairs of runs per clip and interval, pooled"
+    )
     a = p.parse_args()
+    if a.repeats < 1:
+        p.error("--repeats must be at least 1")
     print(describe())
     print(f"selfie model, --mask-interval S, --max-mask-age {MASKRCNN_MAX_AGE}, --width {a.width}")
     print(HEADER)
@@ -197,24 +228,35 @@ def main() -> int:
         tmp = Path(t)
         for name in a.clips:
             clip = make_clip(CLIPS[name], tmp / f"{name}.mp4")
-            rows += measure(name, clip, tmp, a.intervals, a.width)
+            rows += measure(name, clip, tmp, a.intervals, a.width, a.repeats)
         report_ratios(rows)  # inside: it reads the saved alphas again
     return 0
 
 
 def report_ratios(rows: list[dict]) -> None:
-    """Motion vs no-motion per clip and interval, every frame and without the startup."""
+    """Motion vs no-motion per clip and interval, every frame and without the startup; with
+    repeats, per pair of runs and then pooled over the pairs (every frame of every run)."""
     print("\nratios at each interval (motion / no-motion): room shown, IoU, person blurred;")
     print("every frame, then from the first frame both runs showed with a mask (startup excluded);")
     print("then the issue's checks on every frame")
+    pooled: dict[tuple, list[list[np.ndarray]]] = {}
     for off, on in zip(rows[::2], rows[1::2], strict=True):
         if off.get("frames") and on.get("frames"):
             start = max(first_masked(off["live"]), first_masked(on["live"]))
             late = [compare(r["live"], r["fresh"], start) for r in (off, on)]
+            rep = f" #{on.get('repeat', 0)}" if len(rows) > 2 else ""
             print(
-                f"{on['clip']:12} {on['interval']:>4g}  {ratios(off, on)}  |  from frame "
+                f"{on['clip']:12} {on['interval']:>4g}{rep}  {ratios(off, on)}  |  from frame "
                 f"{start}: {ratios(*late)}  |  {checks(off, on)}"
             )
+            runs = pooled.setdefault((on["clip"], on["interval"]), [[], []])
+            for i, r in enumerate((off, on)):
+                runs[i].append(per_frame(r["live"], r["fresh"]))
+    if any(len(v[0]) > 1 for v in pooled.values()):
+        print("\npooled over the repeats (every frame of every run):")
+        for (clip, s), (offs, ons) in pooled.items():
+            off, on = (summary(np.concatenate(x)) for x in (offs, ons))
+            print(f"{clip:12} {s:>4g} x{len(offs)}  {ratios(off, on)}  |  {checks(off, on)}")
 
 
 def checks(off: dict, on: dict) -> str:

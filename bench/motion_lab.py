@@ -551,6 +551,7 @@ COST_VARIANTS: dict[str, MotionSettings] = {
     "no change rule": MotionSettings(hide_unexplained=False),
     "no colour gate": MotionSettings(colour_llr=None),
     "grey residual": MotionSettings(residual_colour=False),
+    "no hold": MotionSettings(hold_still=False),
 }
 
 
