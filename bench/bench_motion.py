@@ -121,6 +121,17 @@ def per_frame(live: Path, fresh: Path, start: int = 0) -> np.ndarray:
     return np.array(rows, np.float64).reshape(-1, 3)
 
 
+def flicker(fresh: Path, lag: int) -> dict:
+    """The model's own flicker: its fresh alpha of frame i - ``lag`` against frame i's, summed
+    up like a live run. A reused mask cannot agree with the fresh one better than the model
+    agrees with itself a frame later, so this reads the checks of a clip where the model
+    disagrees with itself (the DAVIS athletes) apart from the method's own misses."""
+    files = sorted(fresh.glob("*.png"))
+    alphas = {int(f.stem): cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) >= 128 for f in files}
+    rows = [metrics.agreement(alphas[i - lag], a) for i, a in alphas.items() if i - lag in alphas]
+    return summary(np.array(rows, np.float64).reshape(-1, 3))
+
+
 def summary(scores: np.ndarray) -> dict:
     """The table's numbers of ``per_frame`` scores (of one run, or several pooled)."""
     if not len(scores):
@@ -257,6 +268,22 @@ def report_ratios(rows: list[dict]) -> None:
         for (clip, s), (offs, ons) in pooled.items():
             off, on = (summary(np.concatenate(x)) for x in (offs, ons))
             print(f"{clip:12} {s:>4g} x{len(offs)}  {ratios(off, on)}  |  {checks(off, on)}")
+    report_flicker(rows)
+
+
+def report_flicker(rows: list[dict]) -> None:
+    """Per clip, the model against itself 1 and 5 frames later (``flicker``)."""
+    print("\nthe model's own flicker: its fresh mask of frame i - k against frame i's")
+    for fresh in dict.fromkeys(r["fresh"] for r in rows if r.get("frames")):
+        cells = []
+        for lag in (1, 5):
+            f = flicker(fresh, lag)
+            if f["frames"]:
+                cells.append(
+                    f"k={lag}: IoU {f['iou']:.3f}  room {f['room_mean']:.2f} %  "
+                    f"blurred {f['blurred']:.2f} %"
+                )
+        print(f"{fresh.name.removesuffix('-fresh'):12} " + "  |  ".join(cells))
 
 
 def checks(off: dict, on: dict) -> str:

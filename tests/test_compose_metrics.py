@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from bench.bench_motion import checks
+from bench.bench_motion import checks, flicker, per_frame, summary
 from bench.metrics import agreement, boundary, boundary_f, fragments, iou
 
 
@@ -94,3 +94,52 @@ def test_motion_bench_checks_name_each_missed_acceptance_check():
     worse = {"room_mean": 0.31, "iou": 0.49, "blurred": 1.01}
     assert checks(off, worse) == "miss: room IoU blurred"
     assert checks(off, {"room_mean": 0.1, "iou": 0.6, "blurred": 1.2}) == "miss: blurred"
+
+
+def test_motion_bench_flicker_scores_each_frame_against_one_k_frames_before(tmp_path):
+    """Frames 0..3 of a square moving 10 px a frame: lag 1 is one 10 px step everywhere, lag 2
+    two; a missing file is skipped, not compared across the gap."""
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / f"{i:06d}.png"), square(10 + 10 * i))
+    one, two = flicker(tmp_path, 1), flicker(tmp_path, 2)
+    assert one["frames"] == 3 and two["frames"] == 2
+    assert abs(one["room_mean"] - 100 * 10 * 40 / 1e4) < 1e-9
+    assert abs(two["room_mean"] - 100 * 20 * 40 / 1e4) < 1e-9
+    assert two["iou"] < one["iou"] < 1.0
+    (tmp_path / "000002.png").unlink()
+    assert flicker(tmp_path, 1)["frames"] == 1  # only 0 -> 1; 1 -> 3 is not a lag of 1
+
+
+def test_motion_bench_pools_every_frame_of_every_run():
+    """Pooled means weigh frames, not runs: a run of 3 frames counts 3x one of 1 frame."""
+    a = per_frame_rows([(1.0, 0.0, 0.0)] * 3)
+    b = per_frame_rows([(0.0, 0.04, 0.0)])
+    pooled = summary(np.concatenate([a, b]))
+    assert pooled["frames"] == 4 and abs(pooled["room_mean"] - 1.0) < 1e-9
+    assert pooled["iou"] == 0.75 and summary(per_frame_rows([]))["frames"] == 0
+
+
+def per_frame_rows(rows: list[tuple[float, float, float]]) -> np.ndarray:
+    return np.array(rows, np.float64).reshape(-1, 3)
+
+
+def test_motion_bench_per_frame_skips_frames_without_a_reference(tmp_path):
+    live, fresh = tmp_path / "live", tmp_path / "fresh"
+    live.mkdir(), fresh.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(live / f"{i:06d}.png"), square(20))
+    cv2.imwrite(str(fresh / "000001.png"), square(30))
+    got = per_frame(live, fresh)
+    assert got.shape == (1, 3) and abs(got[0, 1] - 10 * 40 / 1e4) < 1e-12
+
+
+def test_motion_lab_truth_reads_the_davis_annotation_at_the_frames_size():
+    from bench import motion_lab
+
+    by_name = {c.name: c for c in motion_lab.clips()}
+    frames = [np.zeros((360, 640, 3), np.uint8)] * 3
+    truth = motion_lab.ground_truth(by_name["hike"], frames)
+    assert truth is not None and len(truth) == 3
+    assert truth[0].shape == (360, 640) and truth[0].dtype == bool
+    assert 0.01 < truth[0].mean() < 0.2  # the hiker, not the whole frame or nothing
+    assert motion_lab.ground_truth(by_name["sitting"], frames) is None  # a video: no annotation
