@@ -255,7 +255,7 @@ def report_ratios(rows: list[dict]) -> None:
         if off.get("frames") and on.get("frames"):
             start = max(first_masked(off["live"]), first_masked(on["live"]))
             late = [compare(r["live"], r["fresh"], start) for r in (off, on)]
-            rep = f" #{on.get('repeat', 0)}" if len(rows) > 2 else ""
+            rep = f" #{on['repeat']}" if any(r.get("repeat") for r in rows) else ""
             print(
                 f"{on['clip']:12} {on['interval']:>4g}{rep}  {ratios(off, on)}  |  from frame "
                 f"{start}: {ratios(*late)}  |  {checks(off, on)}"
