@@ -121,15 +121,19 @@ def per_frame(live: Path, fresh: Path, start: int = 0) -> np.ndarray:
     return np.array(rows, np.float64).reshape(-1, 3)
 
 
-def flicker(fresh: Path, lag: int) -> dict:
-    """The model's own flicker: its fresh alpha of frame i - ``lag`` against frame i's, summed
-    up like a live run. A reused mask cannot agree with the fresh one better than the model
-    agrees with itself a frame later, so this reads the checks of a clip where the model
-    disagrees with itself (the DAVIS athletes) apart from the method's own misses."""
+def flicker(fresh: Path, lags: tuple[int, ...]) -> dict[int, dict]:
+    """The model's own flicker: per lag k, its fresh alpha of frame i - k against frame i's,
+    summed up like a live run (the folder is read once for all lags). A reused mask cannot
+    agree with the fresh one better than the model agrees with itself a frame later, so this
+    reads the checks of a clip where the model disagrees with itself (the DAVIS athletes)
+    apart from the method's own misses."""
     files = sorted(fresh.glob("*.png"))
     alphas = {int(f.stem): cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) >= 128 for f in files}
-    rows = [metrics.agreement(alphas[i - lag], a) for i, a in alphas.items() if i - lag in alphas]
-    return summary(np.array(rows, np.float64).reshape(-1, 3))
+    out = {}
+    for k in lags:
+        rows = [metrics.agreement(alphas[i - k], a) for i, a in alphas.items() if i - k in alphas]
+        out[k] = summary(np.array(rows, np.float64).reshape(-1, 3))
+    return out
 
 
 def summary(scores: np.ndarray) -> dict:
@@ -189,8 +193,10 @@ def _timed_run(
         *([] if motion else ["--no-motion"]),
     )
     comp = stats.get("stages", {}).get("compositor", {})
-    row = compare(tmp / tag, tmp / f"{name}-fresh")
+    scores = per_frame(tmp / tag, tmp / f"{name}-fresh")
+    row = summary(scores)
     row.update(
+        scores=scores,  # pooled over repeats by report_ratios without reading the files again
         live=tmp / tag,
         clip=name,
         interval=s,
@@ -262,7 +268,7 @@ def report_ratios(rows: list[dict]) -> None:
             )
             runs = pooled.setdefault((on["clip"], on["interval"]), [[], []])
             for i, r in enumerate((off, on)):
-                runs[i].append(per_frame(r["live"], r["fresh"]))
+                runs[i].append(r["scores"])
     if any(len(v[0]) > 1 for v in pooled.values()):
         print("\npooled over the repeats (every frame of every run):")
         for (clip, s), (offs, ons) in pooled.items():
@@ -276,8 +282,7 @@ def report_flicker(rows: list[dict]) -> None:
     print("\nthe model's own flicker: its fresh mask of frame i - k against frame i's")
     for fresh in dict.fromkeys(r["fresh"] for r in rows if r.get("frames")):
         cells = []
-        for lag in (1, 5):
-            f = flicker(fresh, lag)
+        for lag, f in flicker(fresh, (1, 5)).items():
             if f["frames"]:
                 cells.append(
                     f"k={lag}: IoU {f['iou']:.3f}  room {f['room_mean']:.2f} %  "

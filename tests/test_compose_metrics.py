@@ -101,13 +101,14 @@ def test_motion_bench_flicker_scores_each_frame_against_one_k_frames_before(tmp_
     two; a missing file is skipped, not compared across the gap."""
     for i in range(4):
         cv2.imwrite(str(tmp_path / f"{i:06d}.png"), square(10 + 10 * i))
-    one, two = flicker(tmp_path, 1), flicker(tmp_path, 2)
+    got = flicker(tmp_path, (1, 2))
+    one, two = got[1], got[2]
     assert one["frames"] == 3 and two["frames"] == 2
     assert abs(one["room_mean"] - 100 * 10 * 40 / 1e4) < 1e-9
     assert abs(two["room_mean"] - 100 * 20 * 40 / 1e4) < 1e-9
     assert two["iou"] < one["iou"] < 1.0
     (tmp_path / "000002.png").unlink()
-    assert flicker(tmp_path, 1)["frames"] == 1  # only 0 -> 1; 1 -> 3 is not a lag of 1
+    assert flicker(tmp_path, (1,))[1]["frames"] == 1  # only 0 -> 1; 1 -> 3 is not a lag of 1
 
 
 def test_motion_bench_pools_every_frame_of_every_run():
