@@ -593,6 +593,8 @@ COST_VARIANTS: dict[str, MotionSettings] = {
     "no colour gate": MotionSettings(colour_llr=None),
     "grey residual": MotionSettings(residual_colour=False),
     "no hold": MotionSettings(hold_still=False),
+    "f2f stride 4": MotionSettings(dis_patch_stride=4),
+    "f2f stride 6": MotionSettings(dis_patch_stride=6),
 }
 
 

@@ -64,6 +64,18 @@ class MotionSettings:
     # DIS finest pyramid level (0 = flow computed at full flow resolution). ULTRAFAST's default
     # (2) would compute the flow at 40 px wide, too coarse for an arm.
     dis_finest_scale: int = 1
+    # DIS patch stride (flow px at the finest level; patches are 8 px) of the frame-to-frame
+    # flow, and of the refinement against the mask frame. ULTRAFAST's 4 overlaps the patches by
+    # half. Frame to frame the motion is small and the refinement removes the chain's drift
+    # every ``refine_every`` frames, so 6 does about as well for ~35 % less DIS (-0.3-0.4 ms a
+    # frame): bench_motion's checks in the lab at S = 0.5 / 1 / 2 pass or miss as before on
+    # every clip, the room shown the same or less; IoU -0.014 on juggling at 2 s and -0.039 on
+    # tennis at 1 s (3 masks scored), the same or better elsewhere (docs/motion.md, Cost). 5
+    # scored about the same but let one pixel of room show beyond a retracting arm's tip in
+    # tests/test_motion.py. The refinement is what places the edge on the person: at stride 6
+    # there juggling lost 0.034 IoU at S = 2 s, so it keeps 4.
+    dis_patch_stride: int = 6
+    refine_patch_stride: int = 4
     # Frames kept for carrying a late mask over every frame since it was computed. 8 s at 30 fps:
     # masks older than the compositor's --max-mask-age (6 s for Mask R-CNN) are refused anyway.
     history_frames: int = 240
@@ -293,11 +305,22 @@ def _blurred(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(g, (0, 0), sigma) if sigma > 0 else g
 
 
-def _ultrafast_dis(finest_scale: int) -> cv2.DISOpticalFlow:
-    """OpenCV's DIS flow, preset ULTRAFAST, computing down to pyramid level ``finest_scale``."""
+def _ultrafast_dis(finest_scale: int, patch_stride: int = 4) -> cv2.DISOpticalFlow:
+    """OpenCV's DIS flow, preset ULTRAFAST, computing down to pyramid level ``finest_scale``
+    with patches every ``patch_stride`` px."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
     dis.setFinestScale(finest_scale)
+    dis.setPatchStride(patch_stride)
     return dis
+
+
+def _flows(s: MotionSettings) -> tuple[cv2.DISOpticalFlow, cv2.DISOpticalFlow]:
+    """The frame-to-frame flow and the refinement's flow against the mask frame."""
+    rs = s.dis_finest_scale if s.refine_finest_scale < 0 else s.refine_finest_scale
+    return (
+        _ultrafast_dis(s.dis_finest_scale, s.dis_patch_stride),
+        _ultrafast_dis(rs, s.refine_patch_stride),
+    )
 
 
 def _flow_works(flows: tuple, shape: tuple[int, int], halvings: int) -> bool:
@@ -754,9 +777,7 @@ class MotionCompensator:
     ):
         self.settings = settings
         self.clock = clock
-        rs = settings.refine_finest_scale
-        self._dis = _ultrafast_dis(settings.dis_finest_scale)
-        self._dis_ref = _ultrafast_dis(settings.dis_finest_scale if rs < 0 else rs)
+        self._dis, self._dis_ref = _flows(settings)
         self.reset()
 
     def reset(self) -> None:
