@@ -69,7 +69,7 @@ class MotionSettings:
     # half. Frame to frame the motion is small and the refinement removes the chain's drift
     # every ``refine_every`` frames, so 6 does about as well for ~35 % less DIS (-0.3-0.4 ms a
     # frame): bench_motion's checks in the lab at S = 0.5 / 1 / 2 pass or miss as before on
-    # every clip, the room shown the same or less; IoU -0.014 on juggling at 2 s and -0.039 on
+    # every clip, the room shown within 0.04 pp; IoU -0.014 on juggling at 2 s and -0.039 on
     # tennis at 1 s (two masks scored), the same or better elsewhere (docs/motion.md, Cost). 5
     # scored about the same but let one pixel of room show beyond a retracting arm's tip in
     # tests/test_motion.py. The refinement is what places the edge on the person: at stride 6
