@@ -67,7 +67,7 @@ class MotionSettings:
     # DIS patch stride (flow px at the finest level; patches are 8 px) of the frame-to-frame
     # flow, and of the refinement against the mask frame. ULTRAFAST's 4 overlaps the patches by
     # half. Frame to frame the motion is small and the refinement removes the chain's drift
-    # every ``refine_every`` frames, so 6 does about as well for ~35 % less DIS (-0.3-0.4 ms a
+    # every ``refine_every`` frames, so 6 does about as well for ~35 % less DIS (-0.2-0.5 ms a
     # frame): bench_motion's checks in the lab at S = 0.5 / 1 / 2 pass or miss as before on
     # every clip, the room shown within 0.04 pp; IoU -0.014 on juggling at 2 s and -0.039 on
     # tennis at 1 s (two masks scored), the same or better elsewhere (docs/motion.md, Cost). 5
