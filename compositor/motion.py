@@ -305,7 +305,7 @@ def _blurred(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(g, (0, 0), sigma) if sigma > 0 else g
 
 
-def _ultrafast_dis(finest_scale: int, patch_stride: int = 4) -> cv2.DISOpticalFlow:
+def _ultrafast_dis(finest_scale: int, patch_stride: int) -> cv2.DISOpticalFlow:
     """OpenCV's DIS flow, preset ULTRAFAST, computing down to pyramid level ``finest_scale``
     with patches every ``patch_stride`` px."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
