@@ -557,11 +557,11 @@ def _guide_into(frame_p: np.ndarray, guide: np.ndarray | None, buf: dict) -> np.
     frame box-averaged to the grid already, else made here (``_guide_small``).
 
     Why take it from the caller: the motion compensator makes the same picture every frame (its
-    flow resolution is the grid at 640x360 and 1280x720: the frame box-averaged by 4 and 8 by
-    exact halvings), so making it twice was ~0.15 ms a frame at 640x360 and ~0.5 ms at 1280x720.
-    Its shape tells: a picture of the grid's shape from power-of-two halvings of an unpadded
-    frame is the k x k box mean (k = 2^n: for any other k the widths differ, at any width up
-    to 16,000 px).
+    flow resolution is the grid at 640x360 and 1280x720: the frame box-averaged by 4 and 8,
+    ``motion._small``; at 640x360 by the same pass as ``_guide_small``), so making it twice was
+    ~0.15 ms a frame at 640x360 and ~0.5 ms at 1280x720. Its shape tells: a picture of the
+    grid's shape from power-of-two box means of an unpadded frame is the k x k box mean (k =
+    2^n: for any other k the widths differ, at any width up to 16,000 px).
     """
     small = buf["small"]
     usable = guide is not None and guide.shape == small.shape and guide.dtype == small.dtype
