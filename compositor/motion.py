@@ -307,9 +307,20 @@ def _colour_llr(s: MotionSettings, small_bgr: np.ndarray, table: np.ndarray) -> 
     return cv2.blur(llr, (3, 3))
 
 
+@functools.cache
+def _gaussian(sigma: float) -> np.ndarray:
+    """The 1-D kernel ``cv2.GaussianBlur`` makes for a float picture and ``sigma``."""
+    return cv2.getGaussianKernel(round(sigma * 8 + 1) | 1, sigma, cv2.CV_32F)
+
+
 def _blurred(img: np.ndarray, sigma: float) -> np.ndarray:
-    g = img.astype(np.float32)
-    return cv2.GaussianBlur(g, (0, 0), sigma) if sigma > 0 else g
+    """``img`` as float32, Gaussian-blurred. One ``sepFilter2D`` from the uint8 picture with
+    ``cv2.GaussianBlur``'s own kernel: the same numbers as blurring a float copy, without the
+    copy (~0.02 ms less for a colour picture at 160x90, 0.01 for grey)."""
+    if sigma <= 0:
+        return img.astype(np.float32)
+    k = _gaussian(sigma)
+    return cv2.sepFilter2D(img, cv2.CV_32F, k, k, borderType=cv2.BORDER_REFLECT_101)
 
 
 def _ultrafast_dis(finest_scale: int, patch_stride: int) -> cv2.DISOpticalFlow:
@@ -534,8 +545,8 @@ def _grow(
         return ring
     big = np.ones((2 * k - 1, 2 * k - 1), np.uint8)
     closed = cv2.erode(cv2.dilate(out, big), big)
-    ring[calm.view(bool)] = 0
-    return cv2.bitwise_or(closed, ring)
+    # ring & ~calm, both 0/1: one saturating pass, not numpy's boolean indexing (~0.08 ms)
+    return cv2.bitwise_or(closed, cv2.subtract(ring, calm))
 
 
 def _hidden(
