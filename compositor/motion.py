@@ -315,8 +315,9 @@ def _gaussian(sigma: float) -> np.ndarray:
 
 def _blurred(img: np.ndarray, sigma: float) -> np.ndarray:
     """``img`` as float32, Gaussian-blurred. One ``sepFilter2D`` from the uint8 picture with
-    ``cv2.GaussianBlur``'s own kernel: the same numbers as blurring a float copy, without the
-    copy (~0.02 ms less for a colour picture at 160x90, 0.01 for grey)."""
+    ``cv2.GaussianBlur``'s own kernel: blurring a float copy gives the same numbers within 1e-5
+    levels, and this skips the copy (~0.02 ms less for a colour picture at 160x90, 0.01 for
+    grey)."""
     if sigma <= 0:
         return img.astype(np.float32)
     k = _gaussian(sigma)
