@@ -549,8 +549,9 @@ def _hold_residuals_bgr(
     diff: np.ndarray,
 ) -> None:
     """``hold_residuals`` for three channels, written out: the same numbers at half the time
-    (0.05 vs 0.11 ms at 160x90), because with the channel count known the pixel loop
-    vectorises."""
+    (0.05 vs 0.11 ms at 160x90). Why a twin and not one loop: with each residual one max of
+    three terms the pixel loop vectorises; a loop over the channels does not, even with their
+    count a compile-time constant (a kernel made for n = 3 by a closure: 0.10 ms)."""
     h, w = res.shape
     g0, g1, g2 = gains[0], gains[1], gains[2]
     for y in range(h):
