@@ -6,8 +6,9 @@ frame F_k = k * S * fps and delivers it ``latency`` = S later, at frame C_k = F_
 C_k until the next arrival every frame gets the mask of F_k (so the applied mask is S..2S old).
 Frames before the first arrival are not scored (the compositor fails closed there).
 
-What is compared, all at the compositor's working resolution (compose.working_size, 160 px
-wide for 640 and 1280 px frames): the reference is the *fresh* selfie mask of the shown frame
+What is compared, all at the compositor's working resolution (compose.working_size: 160 px
+wide for 640 and 1280 px frames, 176 for akiyo's 352 and carphone's 176, which capture never
+enlarges): the reference is the *fresh* selfie mask of the shown frame
 itself, turned into alpha the way compose.accept_mask does it (soft_alpha of the probability,
 no temporal smoothing); the applied alpha is either the stale mask's alpha as is ("none") or
 that alpha carried by MotionCompensator ("motion" variants). Both are thresholded at 0.5 (= 128
@@ -27,6 +28,8 @@ The reference is the selfie model, not ground truth: its own flicker counts agai
     python bench/motion_lab.py --cost                # cost only, 640x360 and 1280x720, 1 thread
     python bench/motion_lab.py --net-cost            # the compositor's time, motion on - off
     python bench/motion_lab.py --refined --intervals 2   # bench_motion's checks, no timing noise
+    python bench/motion_lab.py --refined --intervals 2 --latency 0.04 --phases 5
+                                                     # as live --mask-interval runs average
     python bench/motion_lab.py --refined --truth     # the same against the DAVIS annotation
     python bench/motion_lab.py --variants none fresh-1 motion   # fresh-1: the reference's flicker
     python bench/motion_lab.py --drift 0.2 --variants none motion match_exposure=0
@@ -53,6 +56,7 @@ if str(REPO) not in sys.path:
 
 from bench import metrics  # noqa: E402
 from bench.harness import SHARED, describe  # noqa: E402
+from capture.run import resize_to_width  # noqa: E402
 from compositor import compose  # noqa: E402
 from compositor.motion import MotionCompensator, MotionSettings  # noqa: E402
 
@@ -82,22 +86,16 @@ def clips() -> list[Clip]:
     return [c for c in out if c.path.exists()]
 
 
-def _scaled(frame: np.ndarray, width: int) -> np.ndarray:
-    h, w = frame.shape[:2]
-    if w == width:
-        return frame
-    height = int(round(h * width / w / 2)) * 2
-    interp = cv2.INTER_AREA if width < w else cv2.INTER_LINEAR
-    return cv2.resize(frame, (width, height), interpolation=interp)
-
-
 def read_frames(clip: Clip, width: int = WIDTH) -> tuple[list[np.ndarray], float]:
-    """At most MAX_SECONDS of the clip, scaled to ``width`` (like capture --width)."""
+    """At most MAX_SECONDS of the clip at capture's ``--width`` (``resize_to_width``: shrunk,
+    never enlarged), so the lab works at the pipeline's resolution. Until the twenty-second
+    session it enlarged akiyo (352 px) and carphone (176 px) to 640; their checks came out the
+    same at their own size (akiyo at S = 2: room x0.19 enlarged, x0.16 at 352 px)."""
     frames: list[np.ndarray] = []
     if clip.path.is_dir():
         fps = clip.fps
         for p in sorted(clip.path.glob("*.jpg"))[: int(MAX_SECONDS * fps)]:
-            frames.append(_scaled(cv2.imread(str(p)), width))
+            frames.append(resize_to_width(cv2.imread(str(p)), width))
         return frames, fps
     cap = cv2.VideoCapture(str(clip.path))
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
@@ -105,7 +103,7 @@ def read_frames(clip: Clip, width: int = WIDTH) -> tuple[list[np.ndarray], float
         ok, f = cap.read()
         if not ok:
             break
-        frames.append(_scaled(f, width))
+        frames.append(resize_to_width(f, width))
     cap.release()
     return frames, fps
 
@@ -125,10 +123,11 @@ def drifted(frames: list[np.ndarray], fps: float, amp: float) -> list[np.ndarray
     return out
 
 
-def fresh_masks(clip: Clip, frames: list[np.ndarray], width: int = WIDTH) -> np.ndarray:
+def fresh_masks(clip: Clip, frames: list[np.ndarray]) -> np.ndarray:
     """The selfie model's soft mask (uint8, frame size) for every frame; cached in /tmp."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"{clip.name}_{width}_{len(frames)}.npy"
+    h, w = frames[0].shape[:2]
+    path = CACHE / f"{clip.name}_{w}x{h}_{len(frames)}.npy"  # the size the model saw
     if path.exists():
         return np.load(path)
     from inference.segmenter import SegmenterOptions, open_segmenter
@@ -356,9 +355,10 @@ class Score:
         }
 
 
-def schedule(n: int, step: int, latency: int) -> dict[int, int]:
-    """arrival frame -> frame the mask was computed on, for a model that is always busy."""
-    return {f + latency: f for f in range(0, n, step) if f + latency < n}
+def schedule(n: int, step: int, latency: int, offset: int = 0) -> dict[int, int]:
+    """arrival frame -> frame the mask was computed on, for a model that is always busy; the
+    first mask is computed on frame ``offset``."""
+    return {f + latency: f for f in range(offset, n, step) if f + latency < n}
 
 
 def simulate(
@@ -485,29 +485,36 @@ def _compositor_frame(comp, look, i: int, frame: np.ndarray, arrival: tuple | No
     return compose.render(look, frame, privacy=True, mask_ok=True, alpha=alpha, guide=guide)
 
 
-def _refined_run(frames, masks, ref, step: int, motion: bool) -> dict[str, float]:
+def _refined_run(
+    frames, masks, ref, step: int, motion: bool, latency: int, offset: int = 0
+) -> np.ndarray:
     """The compositor's picture side, frame by frame (``_compositor_frame``), masks from
-    ``schedule`` (computed every ``step`` frames, delivered ``step`` later); scored like
-    bench_motion.py."""
+    ``schedule`` (computed every ``step`` frames from frame ``offset``, delivered ``latency``
+    frames later); per scored frame (IoU, room shown %, person blurred %), as bench_motion.py
+    scores them."""
     look = compose.new_state(compose.ComposeSettings())
     comp = MotionCompensator() if motion else None
-    arrivals = schedule(len(frames), step, step)
-    iou, room, blurred = [], [], []
+    arrivals = schedule(len(frames), step, latency, offset)
+    rows = []
     for i, f in enumerate(frames):
         j = arrivals.get(i)
         arrival = None if j is None else (j, masks[j], frames[j])
         rendered = _compositor_frame(comp, look, i, f, arrival)
         if rendered is None:
             continue  # not scored before the first mask
-        agree = metrics.agreement(rendered.alpha >= 128, ref[i])
-        iou.append(agree[0])
-        room.append(100 * agree[1])
-        blurred.append(100 * agree[2])
-    if not iou:
+        iou, room, blurred = metrics.agreement(rendered.alpha >= 128, ref[i])
+        rows.append((iou, 100 * room, 100 * blurred))
+    return np.array(rows, np.float64).reshape(-1, 3)
+
+
+def _pooled(runs: list[np.ndarray]) -> dict[str, float]:
+    """The table's numbers over every scored frame of every phase."""
+    rows = np.concatenate(runs)
+    if not len(rows):
         return {"n": 0}
-    p99 = float(np.percentile(room, 99))
-    return {"n": len(iou), "iou": np.mean(iou), "room": np.mean(room), "p99": p99,
-            "blurred": np.mean(blurred)}  # fmt: skip
+    iou, room, blurred = rows.T
+    return {"n": len(rows), "iou": iou.mean(), "room": room.mean(),
+            "p99": float(np.percentile(room, 99)), "blurred": blurred.mean()}  # fmt: skip
 
 
 def ground_truth(clip: Clip, frames: list[np.ndarray]) -> list[np.ndarray] | None:
@@ -535,11 +542,26 @@ def _truth_line(fresh: list[np.ndarray], truth: list[np.ndarray]) -> str:
     )
 
 
-def refined_lab(names: list[str], intervals: list[float], truth: bool = False) -> None:
+def refined_lab(
+    names: list[str],
+    intervals: list[float],
+    truth: bool = False,
+    latency: float = 1.0,
+    phases: int = 1,
+) -> None:
     """bench_motion.py's comparison without its timing: the applied alpha after the refinement
     (full resolution, >= 128) against ``--lockstep``'s, motion on and off, with the selfie
     model's masks on a fixed schedule. Deterministic, so it tells a change's effect apart from
     the live runs' noise (which masks arrive when, frames dropped on a busy host).
+
+    ``latency``: the masks' delay as a multiple of S (1: Mask R-CNN, busy all the time; live
+    runs with ``--mask-interval`` deliver within a frame or two). ``phases``: the schedule
+    started on ``phases`` evenly spaced frames within the first interval, every scored frame of
+    every phase pooled. Which frames get a mask decides a lot on a near-still clip, where one
+    head turn falls just after or long after a mask: akiyo at S = 2, latency 2 frames, room
+    x0.27 with the first mask on frame 0, x0.41 on frame 20, x0.32 on frame 30 (a live run
+    whose masks came on frames 31, 81, ... gave x0.35). A live run's phase is chance; pooled
+    phases are what live runs average to.
 
     ``truth``: against the DAVIS clips' annotation instead (the others are skipped). The
     model's fresh mask is not the person: on dance-jump it loses the dancer in mid-air (in 6 of
@@ -566,7 +588,12 @@ def refined_lab(names: list[str], intervals: list[float], truth: bool = False) -
             ref = annotation
         for s_int in intervals:
             step = max(1, round(s_int * fps))
-            off, on = (_refined_run(frames, masks, ref, step, m) for m in (False, True))
+            lat = round(latency * step)
+            starts = sorted({k * step // phases for k in range(phases)})
+            off, on = (
+                _pooled([_refined_run(frames, masks, ref, step, m, lat, o) for o in starts])
+                for m in (False, True)
+            )
             if not on["n"]:
                 print(f"{clip.name:<12}{s_int:>5g}  (clip shorter than 2S)")
                 continue
@@ -654,7 +681,7 @@ def cost(
             frames = frames[:150]
             shape = frames[0].shape[:2]
             if width == WIDTH:
-                alpha = work_alpha(fresh_masks(clip, frames, width)[0], shape)
+                alpha = work_alpha(fresh_masks(clip, frames)[0], shape)
             else:
                 alpha = np.zeros(compose.working_size(*shape), np.float32)
                 h, w = alpha.shape
@@ -697,7 +724,7 @@ def net_cost(repeats: int = 5, threads: int = 1) -> None:
             if clip is None:
                 continue
             frames = read_frames(clip, width)[0][:150]
-            masks = fresh_masks(clip, frames, width)
+            masks = fresh_masks(clip, frames)
             on, off = _net_rounds(frames, masks, repeats)
             net = on - off
             h, w = frames[0].shape[:2]
@@ -742,6 +769,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--latency", type=float, default=1.0, help="mask latency as a multiple of S")
     ap.add_argument(
+        "--phases",
+        type=int,
+        default=1,
+        help="with --refined: schedules started at this many points of the first interval, pooled",
+    )
+    ap.add_argument(
         "--drift", type=float, default=0.0, help="exposure / white balance swing (0.2: +-20 %%)"
     )
     ap.add_argument("--cost", action="store_true", help="only the per-frame cost")
@@ -769,6 +802,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.truth and not args.refined:
         ap.error("--truth only applies to --refined")
+    if args.phases < 1 or args.latency < 0:
+        ap.error("--phases must be at least 1 and --latency at least 0")
     if args.cache_only:
         for c in clips():
             fr, _ = read_frames(c)
@@ -784,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
         net_cost(args.repeats, args.threads)
         return 0
     if args.refined:
-        refined_lab(args.clips, args.intervals, args.truth)
+        refined_lab(args.clips, args.intervals, args.truth, args.latency, args.phases)
         return 0
     variants = list(VARIANTS) if args.variants == ["all"] else args.variants
     lab(args.clips, variants, args.intervals, args.latency, args.drift)
