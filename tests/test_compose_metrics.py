@@ -144,3 +144,22 @@ def test_motion_lab_truth_reads_the_davis_annotation_at_the_frames_size():
     assert truth[0].shape == (360, 640) and truth[0].dtype == bool
     assert 0.01 < truth[0].mean() < 0.2  # the hiker, not the whole frame or nothing
     assert motion_lab.ground_truth(by_name["sitting"], frames) is None  # a video: no annotation
+
+
+def test_motion_lab_reads_clips_at_the_size_capture_gives_them():
+    """The lab stands in for live runs, so it must see what capture sends: narrow clips as they
+    are (it once enlarged akiyo and carphone to 640 px), wide ones shrunk to --width."""
+    from bench import motion_lab
+
+    by_name = {c.name: c for c in motion_lab.clips()}
+    frames, fps = motion_lab.read_frames(by_name["carphone"])
+    assert frames[0].shape[:2] == (144, 176) and len(frames) == 120 and fps > 29
+    frames, _ = motion_lab.read_frames(by_name["hike"])
+    assert frames[0].shape[:2] == (360, 640)
+
+
+def test_motion_lab_schedule_starts_at_its_phase_and_delivers_late():
+    from bench.motion_lab import schedule
+
+    assert schedule(130, 50, 2, offset=30) == {32: 30, 82: 80}  # 130 + 2 is past the clip
+    assert schedule(100, 50, 50) == {50: 0}
