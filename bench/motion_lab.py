@@ -560,7 +560,7 @@ def refined_lab(
     every phase pooled. Which frames get a mask decides a lot on a near-still clip, where one
     head turn falls just after or long after a mask: akiyo at S = 2, latency 2 frames, room
     x0.27 with the first mask on frame 0, x0.41 on frame 20, x0.32 on frame 30 (a live run
-    whose masks came on frames 31, 81, ... gave x0.35). A live run's phase is chance; pooled
+    whose masks came on frames ~30, 80, ... gave x0.35). A live run's phase is chance; pooled
     phases are what live runs average to.
 
     ``truth``: against the DAVIS clips' annotation instead (the others are skipped). The
