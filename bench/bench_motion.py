@@ -132,27 +132,14 @@ def flicker(fresh: Path, lags: tuple[int, ...]) -> dict[int, dict]:
     out = {}
     for k in lags:
         rows = [metrics.agreement(alphas[i - k], a) for i, a in alphas.items() if i - k in alphas]
-        out[k] = summary(np.array(rows, np.float64).reshape(-1, 3))
+        out[k] = metrics.summary(np.array(rows, np.float64).reshape(-1, 3))
     return out
-
-
-def summary(scores: np.ndarray) -> dict:
-    """The table's numbers of ``per_frame`` scores (of one run, or several pooled)."""
-    if not len(scores):
-        return {"frames": 0}
-    return {
-        "frames": len(scores),
-        "iou": float(scores[:, 0].mean()),
-        "room_mean": 100 * float(scores[:, 1].mean()),
-        "room_p99": 100 * float(np.percentile(scores[:, 1], 99)),
-        "blurred": 100 * float(scores[:, 2].mean()),
-    }
 
 
 def compare(live: Path, fresh: Path, start: int = 0) -> dict:
     """Per-frame agreement of the applied alphas with the fresh ones (frames present in both,
     from frame index ``start``), summarised."""
-    return summary(per_frame(live, fresh, start))
+    return metrics.summary(per_frame(live, fresh, start))
 
 
 def measure(
@@ -194,7 +181,7 @@ def _timed_run(
     )
     comp = stats.get("stages", {}).get("compositor", {})
     scores = per_frame(tmp / tag, tmp / f"{name}-fresh")
-    row = summary(scores)
+    row = metrics.summary(scores)
     row.update(
         scores=scores,  # pooled over repeats by report_ratios without reading the files again
         live=tmp / tag,
@@ -272,7 +259,7 @@ def report_ratios(rows: list[dict]) -> None:
     if any(len(v[0]) > 1 for v in pooled.values()):
         print("\npooled over the repeats (every frame of every run):")
         for (clip, s), (offs, ons) in pooled.items():
-            off, on = (summary(np.concatenate(x)) for x in (offs, ons))
+            off, on = (metrics.summary(np.concatenate(x)) for x in (offs, ons))
             print(f"{clip:12} {s:>4g} x{len(offs)}  {ratios(off, on)}  |  {checks(off, on)}")
     report_flicker(rows)
 

@@ -56,6 +56,22 @@ def missed_checks(
     return [n for n, good in zip(("room", "IoU", "blurred"), ok, strict=True) if not good]
 
 
+def summary(scores: np.ndarray) -> dict:
+    """Issue 9's table of per-frame ``agreement`` rows (n, 3), of one run or several pooled
+    (every frame weighs the same): frames, mean IoU, room shown mean and p99 and person blurred
+    mean, in % of the frame. One summary for bench_motion.py's live runs and motion_lab.py
+    --refined's phases."""
+    if not len(scores):
+        return {"frames": 0}
+    return {
+        "frames": len(scores),
+        "iou": float(scores[:, 0].mean()),
+        "room_mean": 100 * float(scores[:, 1].mean()),
+        "room_p99": 100 * float(np.percentile(scores[:, 1], 99)),
+        "blurred": 100 * float(scores[:, 2].mean()),
+    }
+
+
 def boundary(mask: np.ndarray) -> np.ndarray:
     """One-pixel inner boundary of a bool mask (pixels with a 4-neighbour outside the mask).
 

@@ -490,8 +490,8 @@ def _refined_run(
 ) -> np.ndarray:
     """The compositor's picture side, frame by frame (``_compositor_frame``), masks from
     ``schedule`` (computed every ``step`` frames from frame ``offset``, delivered ``latency``
-    frames later); per scored frame (IoU, room shown %, person blurred %), as bench_motion.py
-    scores them."""
+    frames later); per scored frame ``metrics.agreement`` (IoU, room shown, person blurred), as
+    bench_motion.py scores them."""
     look = compose.new_state(compose.ComposeSettings())
     comp = MotionCompensator() if motion else None
     arrivals = schedule(len(frames), step, latency, offset)
@@ -502,19 +502,8 @@ def _refined_run(
         rendered = _compositor_frame(comp, look, i, f, arrival)
         if rendered is None:
             continue  # not scored before the first mask
-        iou, room, blurred = metrics.agreement(rendered.alpha >= 128, ref[i])
-        rows.append((iou, 100 * room, 100 * blurred))
+        rows.append(metrics.agreement(rendered.alpha >= 128, ref[i]))
     return np.array(rows, np.float64).reshape(-1, 3)
-
-
-def _pooled(runs: list[np.ndarray]) -> dict[str, float]:
-    """The table's numbers over every scored frame of every phase."""
-    rows = np.concatenate(runs)
-    if not len(rows):
-        return {"n": 0}
-    iou, room, blurred = rows.T
-    return {"n": len(rows), "iou": iou.mean(), "room": room.mean(),
-            "p99": float(np.percentile(room, 99)), "blurred": blurred.mean()}  # fmt: skip
 
 
 def ground_truth(clip: Clip, frames: list[np.ndarray]) -> list[np.ndarray] | None:
@@ -590,20 +579,21 @@ def refined_lab(
             step = max(1, round(s_int * fps))
             lat = round(latency * step)
             starts = sorted({k * step // phases for k in range(phases)})
+            args = (frames, masks, ref, step)
             off, on = (
-                _pooled([_refined_run(frames, masks, ref, step, m, lat, o) for o in starts])
+                metrics.summary(np.concatenate([_refined_run(*args, m, lat, o) for o in starts]))
                 for m in (False, True)
             )
-            if not on["n"]:
+            if not on["frames"]:
                 print(f"{clip.name:<12}{s_int:>5g}  (clip shorter than 2S)")
                 continue
-            ratio = on["room"] / off["room"] if off["room"] else float("inf")
-            pairs = ((off[k], on[k]) for k in ("room", "iou", "blurred"))
+            ratio = on["room_mean"] / off["room_mean"] if off["room_mean"] else float("inf")
+            pairs = ((off[k], on[k]) for k in ("room_mean", "iou", "blurred"))
             missed = metrics.missed_checks(*pairs)
             print(
                 f"{clip.name:<12}{s_int:>5g}  {off['iou']:.3f} -> {on['iou']:.3f}   "
-                f"{off['room']:.3f} -> {on['room']:.3f} (x{ratio:.2f})   "
-                f"{off['p99']:.2f} -> {on['p99']:.2f}   {off['blurred']:.3f} -> "
+                f"{off['room_mean']:.3f} -> {on['room_mean']:.3f} (x{ratio:.2f})   "
+                f"{off['room_p99']:.2f} -> {on['room_p99']:.2f}   {off['blurred']:.3f} -> "
                 f"{on['blurred']:.3f}   {'miss: ' + ' '.join(missed) if missed else 'pass'}",
                 flush=True,
             )

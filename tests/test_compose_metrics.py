@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from bench.bench_motion import checks, flicker, per_frame, summary
-from bench.metrics import agreement, boundary, boundary_f, fragments, iou
+from bench.bench_motion import checks, flicker, per_frame
+from bench.metrics import agreement, boundary, boundary_f, fragments, iou, summary
 
 
 def square(x0: int, size: int = 40, shape: tuple[int, int] = (100, 100)) -> np.ndarray:
