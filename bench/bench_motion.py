@@ -19,6 +19,10 @@ twice (ping-pong, a natural motion reversal) to get clips long enough for 4 s in
     python bench/bench_motion.py                     # everything (~20 min on 2 cores)
     python bench/bench_motion.py --clips anchor hike --intervals 2
     python bench/bench_motion.py --intervals 2 --repeats 3   # pooled: less noise per check
+
+With ``--repeats N`` repeat r plays the clip after r/N of a mask interval of still frames (its
+first frame), so the pooled pairs see the masks land at N evenly spaced phases of the clip
+(``lead_frames``); a single run has no lead.
 """
 
 from __future__ import annotations
@@ -53,28 +57,45 @@ MAX_SECONDS = 10.0  # of each video: enough masks at 4 s, a bench that ends
 MASKRCNN_MAX_AGE = "6"  # the slow model's fail-closed limit: the timing being reproduced
 
 
-def make_clip(source: Path, dest: Path) -> Path:
-    """An mp4 of at most MAX_SECONDS: a video's start, or a DAVIS folder played ping-pong x2."""
+def clip_frames(source: Path) -> tuple[list[np.ndarray], float]:
+    """A video's first MAX_SECONDS, or a DAVIS folder played ping-pong x2; and its fps."""
     if source.is_dir():
         frames = [cv2.imread(str(p)) for p in sorted(source.glob("*.jpg"))]
-        frames = (frames + frames[-2:0:-1]) * 2
-        fps = 24.0
-    else:
-        cap = cv2.VideoCapture(str(source))
-        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-        frames = []
-        while len(frames) < MAX_SECONDS * fps:
-            ok, f = cap.read()
-            if not ok:
-                break
-            frames.append(f)
-        cap.release()
+        return (frames + frames[-2:0:-1]) * 2, 24.0
+    cap = cv2.VideoCapture(str(source))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    frames = []
+    while len(frames) < MAX_SECONDS * fps:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    return frames, fps
+
+
+def write_clip(frames: list[np.ndarray], fps: float, dest: Path, lead: int = 0) -> Path:
+    """An mp4 of ``frames``, after ``lead`` copies of the first one (a still camera before the
+    clip: it moves the clip under the masks' schedule, see ``lead_frames``)."""
     h, w = frames[0].shape[:2]
     out = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    for f in frames:
+    for f in [frames[0]] * lead + frames:
         out.write(f)
     out.release()
     return dest
+
+
+def lead_frames(rep: int, repeats: int, interval: float, fps: float) -> int:
+    """Still frames before the clip in repeat ``rep``: evenly spaced over one mask interval.
+
+    Why: which frames get a mask decides much of a near-still clip's score (akiyo at S = 2 in
+    ``motion_lab.py --phases``: x0.27 to x0.41 by the first mask's frame alone), and a live run
+    does not draw that at random. The pipeline starts in the same time every run, so the first
+    mask landed on the same clip frame, give or take 3 (32-35 on one host, 25-28 on another),
+    and repeats sampled one phase over and over. A user's masks land wherever the model's timing
+    puts them, so the pooled repeats should cover every phase alike.
+    """
+    return round(rep * interval * fps / repeats)
 
 
 def run(clip: Path, alpha_dir: Path, *extra: str) -> dict:
@@ -105,14 +126,17 @@ def first_masked(live: Path) -> int:
     return 0
 
 
-def per_frame(live: Path, fresh: Path, start: int = 0) -> np.ndarray:
+def per_frame(live: Path, fresh: Path, start: int = 0, lead: int = 0) -> np.ndarray:
     """(IoU, room shown, person blurred) of every frame present in both folders from frame
-    index ``start``: the applied alphas against the fresh ones, shares of the frame."""
+    index ``start``: the applied alphas against the fresh ones, shares of the frame. ``lead``:
+    the live clip began with that many copies of the first frame (``write_clip``), so its frame
+    i is the fresh run's frame max(0, i - lead)."""
     rows = []
     for f in sorted(live.glob("*.png")):
-        if int(f.stem) < start:
+        i = int(f.stem)
+        if i < start:
             continue
-        ref = fresh / f.name
+        ref = fresh / f"{max(0, i - lead):06d}.png"
         if not ref.exists():
             continue
         a = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) >= 128
@@ -136,26 +160,29 @@ def flicker(fresh: Path, lags: tuple[int, ...]) -> dict[int, dict]:
     return out
 
 
-def compare(live: Path, fresh: Path, start: int = 0) -> dict:
+def compare(live: Path, fresh: Path, start: int = 0, lead: int = 0) -> dict:
     """Per-frame agreement of the applied alphas with the fresh ones (frames present in both,
-    from frame index ``start``), summarised."""
-    return metrics.summary(per_frame(live, fresh, start))
+    from frame index ``start``; ``lead`` as in ``per_frame``), summarised."""
+    return metrics.summary(per_frame(live, fresh, start, lead))
 
 
 def measure(
-    name: str, clip: Path, tmp: Path, intervals: list[float], width: int, repeats: int = 1
+    name: str, source: Path, tmp: Path, intervals: list[float], width: int, repeats: int = 1
 ) -> list[dict]:
     """The clip's fresh alphas once, then per interval ``repeats`` pairs of runs, no motion
-    and motion, in alternating order (each pair shares the machine's moment alike). Rows come
-    in pairs, no motion first."""
+    and motion, in alternating order (each pair shares the machine's moment alike), repeat r
+    after ``lead_frames`` still frames. Rows come in pairs, no motion first."""
+    frames, fps = clip_frames(source)
     fresh = tmp / f"{name}-fresh"
-    run(clip, fresh, "--lockstep", "--width", str(width))
+    run(write_clip(frames, fps, tmp / f"{name}.mp4"), fresh, "--lockstep", "--width", str(width))
     rows = []
     for s in intervals:
         for rep in range(repeats):
+            lead = lead_frames(rep, repeats, s, fps)
+            clip = write_clip(frames, fps, tmp / f"{name}-{s:g}-{rep}.mp4", lead)
             pair = {}
             for motion in (False, True) if rep % 2 == 0 else (True, False):
-                pair[motion] = _timed_run(name, clip, tmp, s, width, motion, rep)
+                pair[motion] = _timed_run(name, clip, tmp, s, width, motion, rep, lead)
                 pair[motion].update(fresh=fresh)
             for motion in (False, True):
                 rows.append(pair[motion])
@@ -164,9 +191,10 @@ def measure(
 
 
 def _timed_run(
-    name: str, clip: Path, tmp: Path, s: float, width: int, motion: bool, rep: int
+    name: str, clip: Path, tmp: Path, s: float, width: int, motion: bool, rep: int, lead: int
 ) -> dict:
-    """One live run at ``--mask-interval s``, motion on or off, scored against the fresh run."""
+    """One live run at ``--mask-interval s``, motion on or off, scored against the fresh run
+    (``clip`` begins with ``lead`` still frames)."""
     tag = f"{name}-{s:g}-{'motion' if motion else 'nomotion'}-{rep}"
     stats = run(
         clip,
@@ -180,7 +208,7 @@ def _timed_run(
         *([] if motion else ["--no-motion"]),
     )
     comp = stats.get("stages", {}).get("compositor", {})
-    scores = per_frame(tmp / tag, tmp / f"{name}-fresh")
+    scores = per_frame(tmp / tag, tmp / f"{name}-fresh", lead=lead)
     row = metrics.summary(scores)
     row.update(
         scores=scores,  # pooled over repeats by report_ratios without reading the files again
@@ -189,6 +217,7 @@ def _timed_run(
         interval=s,
         motion=motion,
         repeat=rep,
+        lead=lead,
         hidden_frames=stats.get("fail_closed_frames", 0),
         motion_ms=(comp.get("motion_ms") or {}).get("p50"),
         rate=(stats.get("display_fps") or 0) / (stats.get("capture_fps") or 1),
@@ -219,7 +248,10 @@ def main() -> int:
     p.add_argument("--intervals", nargs="*", type=float, default=[0.5, 1.0, 2.0, 4.0])
     p.add_argument("--width", type=int, default=640, help="pipeline working width")
     p.add_argument(
-        "--repeats", type=int, default=1, help="pairs of runs per clip and interval, pooled"
+        "--repeats",
+        type=int,
+        default=1,
+        help="pairs of runs per clip and interval, at evenly spaced mask phases, pooled",
     )
     a = p.parse_args()
     if a.repeats < 1:
@@ -231,8 +263,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         for name in a.clips:
-            clip = make_clip(CLIPS[name], tmp / f"{name}.mp4")
-            rows += measure(name, clip, tmp, a.intervals, a.width, a.repeats)
+            rows += measure(name, CLIPS[name], tmp, a.intervals, a.width, a.repeats)
         report_ratios(rows)  # inside: it reads the saved alphas again
     return 0
 
@@ -247,8 +278,12 @@ def report_ratios(rows: list[dict]) -> None:
     for off, on in zip(rows[::2], rows[1::2], strict=True):
         if off.get("frames") and on.get("frames"):
             start = max(first_masked(off["live"]), first_masked(on["live"]))
-            late = [compare(r["live"], r["fresh"], start) for r in (off, on)]
-            rep = f" #{on['repeat']}" if any(r.get("repeat") for r in rows) else ""
+            late = [compare(r["live"], r["fresh"], start, r["lead"]) for r in (off, on)]
+            rep = (
+                f" #{on['repeat']} (lead {on['lead']})"
+                if any(r.get("repeat") for r in rows)
+                else ""
+            )
             print(
                 f"{on['clip']:12} {on['interval']:>4g}{rep}  {ratios(off, on)}  |  from frame "
                 f"{start}: {ratios(*late)}  |  {checks(off, on)}"

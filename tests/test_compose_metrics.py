@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from bench.bench_motion import checks, flicker, per_frame
+from bench.bench_motion import checks, flicker, lead_frames, per_frame, write_clip
 from bench.metrics import agreement, boundary, boundary_f, fragments, iou, summary
 
 
@@ -132,6 +132,35 @@ def test_motion_bench_per_frame_skips_frames_without_a_reference(tmp_path):
     cv2.imwrite(str(fresh / "000001.png"), square(30))
     got = per_frame(live, fresh)
     assert got.shape == (1, 3) and abs(got[0, 1] - 10 * 40 / 1e4) < 1e-12
+
+
+def test_motion_bench_scores_a_clip_with_a_lead_against_the_fresh_frame_it_shows(tmp_path):
+    """A repeat that played ``lead`` still frames first is scored frame for frame against the
+    fresh run of the clip without them: its frame i shows the clip's frame max(0, i - lead)."""
+    live, fresh = tmp_path / "live", tmp_path / "fresh"
+    live.mkdir(), fresh.mkdir()
+    for i in range(4):  # the fresh run: the square moves 10 px a frame
+        cv2.imwrite(str(fresh / f"{i:06d}.png"), square(10 * i))
+    for i, x in enumerate([0, 0, 0, 10, 20, 30]):  # the live run: two still frames, then the clip
+        cv2.imwrite(str(live / f"{i:06d}.png"), square(x))
+    got = per_frame(live, fresh, lead=2)
+    assert got.shape == (6, 3) and (got[:, 0] == 1.0).all()
+    assert per_frame(live, fresh).shape == (4, 3)  # without the lead: frames 0-3, mismatched
+    assert (per_frame(live, fresh)[1:, 0] < 1.0).all()
+    assert per_frame(live, fresh, start=3, lead=2).shape == (3, 3)
+
+
+def test_motion_bench_leads_cover_one_mask_interval_evenly_and_play_a_still_first(tmp_path):
+    assert [lead_frames(r, 4, 2.0, 25.0) for r in range(4)] == [0, 12, 25, 38]
+    assert lead_frames(0, 1, 2.0, 25.0) == 0  # a single run is the clip as it is
+    frames = [np.full((32, 48, 3), 40 * i, np.uint8) for i in range(1, 4)]
+    cap = cv2.VideoCapture(str(write_clip(frames, 25.0, tmp_path / "c.mp4", lead=2)))
+    means = []
+    while (got := cap.read())[0]:
+        means.append(float(got[1].mean()))
+    cap.release()
+    assert len(means) == 5
+    assert [round(m / 40) for m in means] == [1, 1, 1, 2, 3]
 
 
 def test_motion_lab_truth_reads_the_davis_annotation_at_the_frames_size():
