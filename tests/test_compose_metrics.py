@@ -153,14 +153,18 @@ def test_motion_bench_scores_a_clip_with_a_lead_against_the_fresh_frame_it_shows
 def test_motion_bench_leads_cover_one_mask_interval_evenly_and_play_a_still_first(tmp_path):
     assert [lead_frames(r, 4, 2.0, 25.0) for r in range(4)] == [0, 12, 25, 38]
     assert lead_frames(0, 1, 2.0, 25.0) == 0  # a single run is the clip as it is
-    frames = [np.full((32, 48, 3), 40 * i, np.uint8) for i in range(1, 4)]
-    cap = cv2.VideoCapture(str(write_clip(frames, 25.0, tmp_path / "c.mp4", lead=2)))
-    means = []
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (36, 64, 3), np.uint8) for _ in range(3)]
+    cap = cv2.VideoCapture(str(write_clip(frames, 25.0, tmp_path / "c.mkv", 64, lead=2)))
+    back = []
     while (got := cap.read())[0]:
-        means.append(float(got[1].mean()))
+        back.append(got[1])
     cap.release()
-    assert len(means) == 5
-    assert [round(m / 40) for m in means] == [1, 1, 1, 2, 3]
+    want = [frames[0]] * 2 + frames  # lossless: every pixel of noise comes back as it was
+    assert len(back) == 5 and all((b == w).all() for b, w in zip(back, want, strict=True))
+    small = cv2.VideoCapture(str(write_clip(frames, 25.0, tmp_path / "s.mkv", 32)))
+    assert small.read()[1].shape == (18, 32, 3)  # at capture's --width, as capture sends it
+    small.release()
 
 
 def test_motion_lab_truth_reads_the_davis_annotation_at_the_frames_size():
