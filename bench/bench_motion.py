@@ -185,13 +185,15 @@ def measure(
     after ``lead_frames`` still frames. Rows come in pairs, no motion first."""
     frames, fps = clip_frames(source)
     fresh = tmp / f"{name}-fresh"
-    clip = write_clip(frames, fps, tmp / f"{name}.mkv", width)
-    run(clip, fresh, "--lockstep", "--width", str(width))
+    plain = write_clip(frames, fps, tmp / f"{name}.mkv", width)
+    run(plain, fresh, "--lockstep", "--width", str(width))
     rows = []
     for s in intervals:
         for rep in range(repeats):
             lead = lead_frames(rep, repeats, s, fps)
-            clip = write_clip(frames, fps, tmp / f"{name}-{s:g}-{rep}.mkv", width, lead)
+            clip = (
+                write_clip(frames, fps, tmp / f"{name}-{lead}.mkv", width, lead) if lead else plain
+            )
             pair = {}
             for motion in (False, True) if rep % 2 == 0 else (True, False):
                 pair[motion] = _timed_run(name, clip, tmp, s, width, motion, rep, lead)
