@@ -18,12 +18,29 @@ from typing import Any
 import zmq
 
 from common import protocol, security
+from common.endpoints import is_loopback
 
 log = logging.getLogger(__name__)
 
 # Largest message any socket accepts: a 4K BGR frame plus headroom. Bigger input from a peer is a
 # bug or an attack, and zmq drops that peer's connection instead of allocating the memory.
 MAX_MESSAGE_BYTES = 3840 * 2160 * 3 + 65536
+
+# How often a connecting socket retries a peer that is not there yet. The stages start together
+# but bind at different moments (the compositor binds after ~1 s of imports and warm-up), and until
+# a worker's retry lands the picture is hidden waiting for the first mask: ZeroMQ's default of
+# 100 ms cost 0-4 frames at every start and after every compositor restart (measured 23-139 ms
+# from the compositor's bind to the worker joining). On this machine a retry is one failed
+# connect() system call, so a 10 ms interval costs nothing. A remote peer keeps ZeroMQ's 100 ms:
+# no reason to send it a hundred connection attempts a second.
+LOCAL_RECONNECT_MS = 10
+REMOTE_RECONNECT_MS = 100
+
+
+def set_reconnect(sock: zmq.Socket, endpoint: str) -> None:
+    """Set ``sock``'s retry interval for ``endpoint`` (before ``connect``)."""
+    local = is_loopback(endpoint)
+    sock.setsockopt(zmq.RECONNECT_IVL, LOCAL_RECONNECT_MS if local else REMOTE_RECONNECT_MS)
 
 
 def make_socket(
@@ -61,6 +78,7 @@ def make_socket(
                 "choose other ports with --port-base)"
             ) from None
     if connect:
+        set_reconnect(sock, connect)
         sock.connect(connect)
     return sock
 

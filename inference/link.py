@@ -102,6 +102,7 @@ class Link:
         sock = sockets.make_socket(self.ctx, zmq.DEALER, hwm=RECEIVE_QUEUE, link=self.link)
         security.apply_client(sock, self.keys)
         self.monitor = sock.get_monitor_socket(MONITORED)
+        sockets.set_reconnect(sock, self.endpoint)
         sock.connect(self.endpoint)
         self.sock = sock
         self.poller = zmq.Poller()

@@ -92,3 +92,29 @@ def test_recv_newest_keeps_the_newest_counts_the_rest_and_passes_end_on():
         assert got.others == [End(frame_id=4)] and bad.count == 1
     finally:
         ctx.destroy(0)
+
+
+def test_a_local_peer_that_binds_late_is_reached_within_milliseconds(tmp_path):
+    """The stages start together but bind at different moments; until a worker's retry lands
+    the picture stays hidden waiting for a mask. ZeroMQ's default retry (100 ms) made that
+    0-100 ms at every start and compositor restart; local links retry every 10 ms."""
+    ctx = zmq.Context()
+    try:
+        delays = []
+        for i in range(5):
+            endpoint = f"ipc://{tmp_path}/late{i}"
+            dealer = sockets.make_socket(ctx, zmq.DEALER, connect=endpoint, hwm=10)
+            dealer.send(b"ready")  # queued until the connection is up
+            time.sleep(0.15)  # the peer is not there yet: the dealer keeps retrying
+            router = sockets.make_socket(ctx, zmq.ROUTER, bind=endpoint, hwm=10)
+            t0 = time.monotonic()
+            assert router.poll(2000), "the late peer was never reached"
+            delays.append(time.monotonic() - t0)
+            assert router.recv_multipart()[1] == b"ready"
+            dealer.close(0)
+            router.close(0)
+        assert max(delays) < 0.06, f"bind-to-delivery {delays} (ZeroMQ's default: up to 0.1 s)"
+        remote = sockets.make_socket(ctx, zmq.DEALER, connect="tcp://192.0.2.1:5555")
+        assert remote.getsockopt(zmq.RECONNECT_IVL) == sockets.REMOTE_RECONNECT_MS
+    finally:
+        ctx.destroy(0)
