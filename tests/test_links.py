@@ -1,5 +1,6 @@
 """Newest-frame logic on real ZeroMQ sockets: no queue builds up, the newest frame is used."""
 
+import functools
 import time
 
 import numpy as np
@@ -7,6 +8,7 @@ import zmq
 
 from common import protocol, sockets
 from common.protocol import End, Frame, Heartbeat
+from inference.link import Link
 
 
 def _frame(i):
@@ -101,9 +103,15 @@ def test_a_local_peer_that_binds_late_is_reached_within_milliseconds(tmp_path):
     ctx = zmq.Context()
     try:
         delays = []
-        for i in range(5):
+        for i in range(6):
             endpoint = f"ipc://{tmp_path}/late{i}"
-            dealer = sockets.make_socket(ctx, zmq.DEALER, connect=endpoint, hwm=10)
+            if i % 2:  # the worker's own link (inference/link.py) and every other stage's socket
+                link = Link(ctx, endpoint, None, "w")
+                link.open()
+                dealer, close = link.sock, link.close
+            else:
+                dealer = sockets.make_socket(ctx, zmq.DEALER, connect=endpoint, hwm=10)
+                close = functools.partial(dealer.close, 0)
             dealer.send(b"ready")  # queued until the connection is up
             time.sleep(0.15)  # the peer is not there yet: the dealer keeps retrying
             router = sockets.make_socket(ctx, zmq.ROUTER, bind=endpoint, hwm=10)
@@ -111,7 +119,7 @@ def test_a_local_peer_that_binds_late_is_reached_within_milliseconds(tmp_path):
             assert router.poll(2000), "the late peer was never reached"
             delays.append(time.monotonic() - t0)
             assert router.recv_multipart()[1] == b"ready"
-            dealer.close(0)
+            close()
             router.close(0)
         assert max(delays) < 0.06, f"bind-to-delivery {delays} (ZeroMQ's default: up to 0.1 s)"
         remote = sockets.make_socket(ctx, zmq.DEALER, connect="tcp://192.0.2.1:5555")
