@@ -29,7 +29,7 @@ MAX_MESSAGE_BYTES = 3840 * 2160 * 3 + 65536
 # How often a connecting socket retries a peer that is not there yet. The stages start together
 # but bind at different moments (the compositor binds after ~1 s of imports and warm-up), and until
 # a worker's retry lands the picture is hidden waiting for the first mask: ZeroMQ's default of
-# 100 ms cost 0-4 frames at every start and after every compositor restart (measured 23-139 ms
+# 100 ms cost 0-5 frames at every start and after every compositor restart (measured 23-139 ms
 # from the compositor's bind to the worker joining). On this machine a retry is one failed
 # connect() system call, so a 10 ms interval costs nothing. A remote peer keeps ZeroMQ's 100 ms:
 # no reason to send it a hundred connection attempts a second.
