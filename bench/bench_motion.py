@@ -300,7 +300,7 @@ def report_ratios(rows: list[dict]) -> None:
             )
             print(
                 f"{on['clip']:12} {on['interval']:>4g}{rep}  {ratios(off, on)}  |  from frame "
-                f"{start}: {ratios(*late)}  |  {checks(off, on)}"
+                f"{start}: {ratios(*late)}  |  {metrics.checks(off, on)}"
             )
             runs = pooled.setdefault((on["clip"], on["interval"]), [[], []])
             for i, r in enumerate((off, on)):
@@ -309,7 +309,9 @@ def report_ratios(rows: list[dict]) -> None:
         print("\npooled over the repeats (every frame of every run):")
         for (clip, s), (offs, ons) in pooled.items():
             off, on = (metrics.summary(np.concatenate(x)) for x in (offs, ons))
-            print(f"{clip:12} {s:>4g} x{len(offs)}  {ratios(off, on)}  |  {checks(off, on)}")
+            print(
+                f"{clip:12} {s:>4g} x{len(offs)}  {ratios(off, on)}  |  {metrics.checks(off, on)}"
+            )
     report_flicker(rows)
 
 
@@ -325,18 +327,6 @@ def report_flicker(rows: list[dict]) -> None:
                     f"blurred {f['blurred']:.2f} %"
                 )
         print(f"{fresh.name.removesuffix('-fresh'):12} " + "  |  ".join(cells))
-
-
-def checks(off: dict, on: dict) -> str:
-    """The issue's acceptance for one clip and interval, every frame counted: "pass", or
-    "miss:" and the checks missed (room shown <= 1/3 of no motion's, IoU not lower, person
-    blurred not higher)."""
-    missed = metrics.missed_checks(
-        (off["room_mean"], on["room_mean"]),
-        (off["iou"], on["iou"]),
-        (off["blurred"], on["blurred"]),
-    )
-    return "miss: " + " ".join(missed) if missed else "pass"
 
 
 def ratios(off: dict, on: dict) -> str:

@@ -45,15 +45,18 @@ def agreement(applied: np.ndarray, ref: np.ndarray) -> tuple[float, float, float
     return (both / union if union else 1.0), room, blurred
 
 
-def missed_checks(
-    room: tuple[float, float], iou: tuple[float, float], blurred: tuple[float, float]
-) -> list[str]:
-    """Issue 9's acceptance for one clip and interval, each argument (no motion, motion): the
-    names of the checks missed, of "room" (room shown at most a third of no motion's), "IoU"
-    (not lower), "blurred" (person blurred not higher). One rule for bench_motion.py and
-    motion_lab.py --refined."""
-    ok = (room[1] <= room[0] / 3, iou[1] >= iou[0], blurred[1] <= blurred[0])
-    return [n for n, good in zip(("room", "IoU", "blurred"), ok, strict=True) if not good]
+def checks(off: dict, on: dict) -> str:
+    """Issue 9's acceptance for one clip and interval, of two ``summary`` dicts (no motion,
+    motion): "pass", or "miss:" and the checks missed, of "room" (room shown at most a third of
+    no motion's), "IoU" (not lower), "blurred" (person blurred not higher). One rule for
+    bench_motion.py and motion_lab.py --refined."""
+    ok = (
+        on["room_mean"] <= off["room_mean"] / 3,
+        on["iou"] >= off["iou"],
+        on["blurred"] <= off["blurred"],
+    )
+    missed = [n for n, good in zip(("room", "IoU", "blurred"), ok, strict=True) if not good]
+    return "miss: " + " ".join(missed) if missed else "pass"
 
 
 def summary(scores: np.ndarray) -> dict:

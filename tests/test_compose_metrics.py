@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from bench.bench_motion import checks, flicker, lead_frames, per_frame, write_clip
-from bench.metrics import agreement, boundary, boundary_f, fragments, iou, summary
+from bench.bench_motion import flicker, lead_frames, per_frame, write_clip
+from bench.metrics import agreement, boundary, boundary_f, checks, fragments, iou, summary
 
 
 def square(x0: int, size: int = 40, shape: tuple[int, int] = (100, 100)) -> np.ndarray:
