@@ -31,6 +31,8 @@ The reference is the selfie model, not ground truth: its own flicker counts agai
     python bench/motion_lab.py --refined --intervals 2 --latency 0.04 --phases 5
                                                      # as live --mask-interval runs average
     python bench/motion_lab.py --refined --truth     # the same against the DAVIS annotation
+    python bench/motion_lab.py --refined --intervals 2 --latency 0.04 --phases 5 --speed 2
+                                                     # every clip moving twice as fast
     python bench/motion_lab.py --variants none fresh-1 motion   # fresh-1: the reference's flicker
     python bench/motion_lab.py --drift 0.2 --variants none motion match_exposure=0
                                                      # a camera's exposure drifting +-20 %
@@ -70,9 +72,12 @@ class Clip:
     name: str
     path: Path  # a video file or a folder of frames
     fps: float  # for folders: the frame rate the frames were shot at
+    # play every speed-th frame at the same frame rate: speed x the motion per second and per
+    # frame (--speed: how the method holds on a call that moves more than the shared clips)
+    speed: int = 1
 
 
-def clips() -> list[Clip]:
+def clips(speed: int = 1) -> list[Clip]:
     v = SHARED / "media" / "videos"
     g = SHARED / "media" / "gt_video"
     out = [
@@ -83,27 +88,35 @@ def clips() -> list[Clip]:
     ]
     for name in ("hike", "dance-jump", "rollerblade", "tennis"):
         out.append(Clip(name, g / f"davis_{name}" / "frames", 24.0))  # DAVIS is 24 fps
-    return [c for c in out if c.path.exists()]
+    return [replace(c, speed=speed) for c in out if c.path.exists()]
 
 
 def read_frames(clip: Clip, width: int = WIDTH) -> tuple[list[np.ndarray], float]:
     """At most MAX_SECONDS of the clip at capture's ``--width`` (``resize_to_width``: shrunk,
     never enlarged), so the lab works at the pipeline's resolution. Until the twenty-second
     session it enlarged akiyo (352 px) and carphone (176 px) to 640; their checks came out the
-    same at their own size (akiyo at S = 2: room x0.19 enlarged, x0.16 at 352 px)."""
+    same at their own size (akiyo at S = 2: room x0.19 enlarged, x0.16 at 352 px).
+
+    With ``clip.speed`` k > 1: every k-th frame of the first k x MAX_SECONDS (as far as the clip
+    goes), played at the clip's frame rate, so the person moves k times as far per frame and
+    per mask interval."""
     frames: list[np.ndarray] = []
+    k = clip.speed
     if clip.path.is_dir():
         fps = clip.fps
-        for p in sorted(clip.path.glob("*.jpg"))[: int(MAX_SECONDS * fps)]:
+        for p in sorted(clip.path.glob("*.jpg"))[: int(MAX_SECONDS * fps) * k : k]:
             frames.append(resize_to_width(cv2.imread(str(p)), width))
         return frames, fps
     cap = cv2.VideoCapture(str(clip.path))
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    read = 0
     while len(frames) < int(MAX_SECONDS * fps):
         ok, f = cap.read()
         if not ok:
             break
-        frames.append(resize_to_width(f, width))
+        if read % k == 0:
+            frames.append(resize_to_width(f, width))
+        read += 1
     cap.release()
     return frames, fps
 
@@ -127,7 +140,8 @@ def fresh_masks(clip: Clip, frames: list[np.ndarray]) -> np.ndarray:
     """The selfie model's soft mask (uint8, frame size) for every frame; cached in /tmp."""
     CACHE.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
-    path = CACHE / f"{clip.name}_{w}x{h}_{len(frames)}.npy"  # the size the model saw
+    speed = f"_x{clip.speed}" if clip.speed > 1 else ""
+    path = CACHE / f"{clip.name}{speed}_{w}x{h}_{len(frames)}.npy"  # the size the model saw
     if path.exists():
         return np.load(path)
     from inference.segmenter import SegmenterOptions, open_segmenter
@@ -537,6 +551,7 @@ def refined_lab(
     truth: bool = False,
     latency: float = 1.0,
     phases: int = 1,
+    speed: int = 1,
 ) -> None:
     """bench_motion.py's comparison without its timing: the applied alpha after the refinement
     (full resolution, >= 128) against ``--lockstep``'s, motion on and off, with the selfie
@@ -557,13 +572,21 @@ def refined_lab(
     the 12 frames scored at S = 2 it keeps under 0.5 % of the frame as person, against 6-12 %
     elsewhere), and a carried mask that keeps her counts there as room shown. The annotation
     says whether the shown picture follows the person, which is what the issue is about; the
-    checks are the same."""
+    checks are the same.
+
+    ``speed``: every clip played that many times faster (``Clip.speed``). The desk goal is
+    checked on a call we do not have, one that moves more than sitting or akiyo (a 2 s old mask
+    there had IoU 0.90 against a fresh one; sitting's 0.96): at speed 2 sitting's no-motion IoU
+    is about that, so the lab tells whether the method holds there or was fitted to slow
+    clips."""
     print(f"# machine: {describe()}")
     if truth:
         print("# reference: the DAVIS annotation of each frame (not the model's fresh mask)")
+    if speed > 1:
+        print(f"# every clip played x{speed}: 1 frame in {speed}, at the clip's frame rate")
     print(f"{'clip':<12}{'S':>5}  IoU off -> on   room % off -> on (ratio)   p99 % off -> on"
           "   blurred % off -> on   checks")  # fmt: skip
-    for clip in clips():
+    for clip in clips(speed):
         if names and clip.name not in names:
             continue
         frames, fps = read_frames(clip)
@@ -775,6 +798,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--truth", action="store_true", help="with --refined: against the DAVIS annotation"
     )
+    ap.add_argument(
+        "--speed",
+        type=int,
+        default=1,
+        help="with --refined: play every clip this many times faster (every k-th frame)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="OpenCV threads for --cost")
     ap.add_argument(
         "--cost-other",
@@ -790,8 +819,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.truth and not args.refined:
         ap.error("--truth only applies to --refined")
-    if args.phases < 1 or args.latency < 0:
-        ap.error("--phases must be at least 1 and --latency at least 0")
+    if args.phases < 1 or args.latency < 0 or args.speed < 1:
+        ap.error("--phases and --speed must be at least 1 and --latency at least 0")
+    if args.speed > 1 and not args.refined:
+        ap.error("--speed only applies to --refined")
     if args.cache_only:
         for c in clips():
             fr, _ = read_frames(c)
@@ -807,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
         net_cost(args.repeats, args.threads)
         return 0
     if args.refined:
-        refined_lab(args.clips, args.intervals, args.truth, args.latency, args.phases)
+        refined_lab(args.clips, args.intervals, args.truth, args.latency, args.phases, args.speed)
         return 0
     variants = list(VARIANTS) if args.variants == ["all"] else args.variants
     lab(args.clips, variants, args.intervals, args.latency, args.drift)

@@ -191,6 +191,27 @@ def test_motion_lab_reads_clips_at_the_size_capture_gives_them():
     assert frames[0].shape[:2] == (360, 640)
 
 
+def test_motion_lab_speed_plays_every_kth_frame_and_caches_apart(tmp_path, monkeypatch):
+    """--speed 2 must be the clip twice as fast (frames 0, 2, 4, ... at the same rate), not the
+    first half of it, and its masks must not be taken from the speed-1 cache."""
+    from bench import motion_lab
+
+    monkeypatch.setattr(motion_lab, "CACHE", tmp_path)
+
+    one = {c.name: c for c in motion_lab.clips()}
+    two = {c.name: c for c in motion_lab.clips(speed=2)}
+    for name in ("carphone", "hike"):  # a video file and a folder of frames
+        frames, fps = motion_lab.read_frames(one[name])
+        fast, fast_fps = motion_lab.read_frames(two[name])
+        assert fast_fps == fps and len(fast) == (len(frames) + 1) // 2
+        assert all(np.array_equal(a, b) for a, b in zip(fast, frames[::2], strict=True))
+    slow, _ = motion_lab.read_frames(one["carphone"])
+    fast, _ = motion_lab.read_frames(two["carphone"])
+    a = motion_lab.fresh_masks(one["carphone"], slow[:3])  # the real selfie model
+    b = motion_lab.fresh_masks(two["carphone"], fast[:3])  # same count: frames 0, 2, 4
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and not np.array_equal(a, b)
+
+
 def test_motion_lab_schedule_starts_at_its_phase_and_delivers_late():
     from bench.motion_lab import schedule
 
