@@ -521,10 +521,12 @@ def _refined_run(
 
 
 def ground_truth(clip: Clip, frames: list[np.ndarray]) -> list[np.ndarray] | None:
-    """The DAVIS annotation of every frame (``masks/`` beside ``frames/``), scaled to the
-    frames' size (nearest), as bool; None for a clip without one (the videos)."""
+    """The DAVIS annotation of every frame (``masks/`` beside ``frames/``; 1 in ``clip.speed``,
+    as ``read_frames`` plays them), scaled to the frames' size (nearest), as bool; None for a
+    clip without one (the videos)."""
     folder = clip.path.parent / "masks"
-    paths = sorted(folder.glob("*.png"))[: len(frames)] if clip.path.is_dir() else []
+    every = sorted(folder.glob("*.png"))[:: clip.speed] if clip.path.is_dir() else []
+    paths = every[: len(frames)]
     if len(paths) < len(frames):
         return None
     h, w = frames[0].shape[:2]

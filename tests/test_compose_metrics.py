@@ -193,7 +193,8 @@ def test_motion_lab_reads_clips_at_the_size_capture_gives_them():
 
 def test_motion_lab_speed_plays_every_kth_frame_and_caches_apart(tmp_path, monkeypatch):
     """--speed 2 must be the clip twice as fast (frames 0, 2, 4, ... at the same rate), not the
-    first half of it, and its masks must not be taken from the speed-1 cache."""
+    first half of it, with the annotation of those frames, and its masks must not be taken from
+    the speed-1 cache."""
     from bench import motion_lab
 
     monkeypatch.setattr(motion_lab, "CACHE", tmp_path)
@@ -205,6 +206,12 @@ def test_motion_lab_speed_plays_every_kth_frame_and_caches_apart(tmp_path, monke
         fast, fast_fps = motion_lab.read_frames(two[name])
         assert fast_fps == fps and len(fast) == (len(frames) + 1) // 2
         assert all(np.array_equal(a, b) for a, b in zip(fast, frames[::2], strict=True))
+    hike, _ = motion_lab.read_frames(one["hike"])
+    fast_hike, _ = motion_lab.read_frames(two["hike"])
+    truth = motion_lab.ground_truth(one["hike"], hike)
+    fast_truth = motion_lab.ground_truth(two["hike"], fast_hike)
+    assert fast_truth is not None and len(fast_truth) == len(fast_hike)
+    assert all(np.array_equal(a, b) for a, b in zip(fast_truth, truth[::2], strict=True))
     slow, _ = motion_lab.read_frames(one["carphone"])
     fast, _ = motion_lab.read_frames(two["carphone"])
     a = motion_lab.fresh_masks(one["carphone"], slow[:3])  # the real selfie model
