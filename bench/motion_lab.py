@@ -500,14 +500,20 @@ def _compositor_frame(comp, look, i: int, frame: np.ndarray, arrival: tuple | No
 
 
 def _refined_run(
-    frames, masks, ref, step: int, motion: bool, latency: int, offset: int = 0
+    frames,
+    masks,
+    ref,
+    step: int,
+    settings: MotionSettings | None,
+    latency: int,
+    offset: int = 0,
 ) -> np.ndarray:
-    """The compositor's picture side, frame by frame (``_compositor_frame``), masks from
-    ``schedule`` (computed every ``step`` frames from frame ``offset``, delivered ``latency``
-    frames later); per scored frame ``metrics.agreement`` (IoU, room shown, person blurred), as
-    bench_motion.py scores them."""
+    """The compositor's picture side, frame by frame (``_compositor_frame``), motion off
+    (``settings`` None) or on with ``settings``, masks from ``schedule`` (computed every
+    ``step`` frames from frame ``offset``, delivered ``latency`` frames later); per scored frame
+    ``metrics.agreement`` (IoU, room shown, person blurred), as bench_motion.py scores them."""
     look = compose.new_state(compose.ComposeSettings())
-    comp = MotionCompensator() if motion else None
+    comp = MotionCompensator(settings) if settings is not None else None
     arrivals = schedule(len(frames), step, latency, offset)
     rows = []
     for i, f in enumerate(frames):
@@ -554,6 +560,7 @@ def refined_lab(
     latency: float = 1.0,
     phases: int = 1,
     speed: int = 1,
+    variants: dict[str, MotionSettings] | None = None,
 ) -> None:
     """bench_motion.py's comparison without its timing: the applied alpha after the refinement
     (full resolution, >= 128) against ``--lockstep``'s, motion on and off, with the selfie
@@ -580,7 +587,13 @@ def refined_lab(
     checked on a call we do not have, one that moves more than sitting or akiyo (a 2 s old mask
     there had IoU 0.90 against a fresh one; sitting's 0.96): at speed 2 sitting's no-motion IoU
     is about that, so the lab tells whether the method holds there or was fitted to slow
-    clips."""
+    clips.
+
+    ``variants``: name -> settings of the motion-on arm, each scored against the same motion-off
+    arm (default: the shipped settings alone). Why: whether a check can pass at all on a clip is
+    a question about every setting of the rule's knobs, not the default's (docs/motion.md,
+    "Is there a setting that passes dance-jump?")."""
+    variants = variants or {"motion": MotionSettings()}
     print(f"# machine: {describe()}")
     if truth:
         print("# reference: the DAVIS annotation of each frame (not the model's fresh mask)")
@@ -601,25 +614,45 @@ def refined_lab(
             print(f"{clip.name:<12}       {_truth_line(ref, annotation)}")
             ref = annotation
         for s_int in intervals:
-            step = max(1, round(s_int * fps))
-            lat = round(latency * step)
-            starts = sorted({k * step // phases for k in range(phases)})
-            args = (frames, masks, ref, step)
-            off, on = (
-                metrics.summary(np.concatenate([_refined_run(*args, m, lat, o) for o in starts]))
-                for m in (False, True)
-            )
-            if not on["frames"]:
-                print(f"{clip.name:<12}{s_int:>5g}  (clip shorter than 2S)")
-                continue
-            ratio = on["room_mean"] / off["room_mean"] if off["room_mean"] else float("inf")
-            print(
-                f"{clip.name:<12}{s_int:>5g}  {off['iou']:.3f} -> {on['iou']:.3f}   "
-                f"{off['room_mean']:.3f} -> {on['room_mean']:.3f} (x{ratio:.2f})   "
-                f"{off['room_p99']:.2f} -> {on['room_p99']:.2f}   {off['blurred']:.3f} -> "
-                f"{on['blurred']:.3f}   {metrics.checks(off, on)}",
-                flush=True,
-            )
+            _refined_rows(clip.name, s_int, (frames, masks, ref, fps), latency, phases, variants)
+
+
+def _refined_rows(
+    name: str,
+    s_int: float,
+    data: tuple,
+    latency: float,
+    phases: int,
+    variants: dict[str, MotionSettings],
+) -> None:
+    """``refined_lab``'s rows for one clip and interval: motion off once, then on with each
+    variant's settings (the variant's name leads its row unless it is the default alone)."""
+    frames, masks, ref, fps = data
+    step = max(1, round(s_int * fps))
+    lat = round(latency * step)
+    starts = sorted({k * step // phases for k in range(phases)})
+    args = (frames, masks, ref, step)
+
+    def pooled(settings: MotionSettings | None) -> dict:
+        return metrics.summary(
+            np.concatenate([_refined_run(*args, settings, lat, o) for o in starts])
+        )
+
+    off = pooled(None)
+    for label, settings in variants.items():
+        on = pooled(settings)
+        if not on["frames"]:
+            print(f"{name:<12}{s_int:>5g}  (clip shorter than 2S)")
+            return
+        ratio = on["room_mean"] / off["room_mean"] if off["room_mean"] else float("inf")
+        lead = "" if list(variants) == ["motion"] else f"[{label}] "
+        print(
+            f"{name:<12}{s_int:>5g}  {lead}{off['iou']:.3f} -> {on['iou']:.3f}   "
+            f"{off['room_mean']:.3f} -> {on['room_mean']:.3f} (x{ratio:.2f})   "
+            f"{off['room_p99']:.2f} -> {on['room_p99']:.2f}   {off['blurred']:.3f} -> "
+            f"{on['blurred']:.3f}   {metrics.checks(off, on)}",
+            flush=True,
+        )
 
 
 COST_VARIANTS: dict[str, MotionSettings] = {
@@ -770,6 +803,21 @@ def _net_rounds(frames: list, masks: np.ndarray, repeats: int) -> tuple[np.ndarr
     return np.array(on), np.array(off)
 
 
+def _refined_variants(names: list[str]) -> dict[str, MotionSettings] | None:
+    """The motion-on arms of ``--refined --variants``, the shipped settings first; None if a
+    name is not a setting of the motion compensator (``none`` is the motion-off arm, always
+    run; ``fresh-1``, the experiments and the colour cues are the plain lab's)."""
+    out = {"motion": MotionSettings()}
+    for name in names:
+        if name in ("all", "fresh-1", *EXPERIMENTS, *COLOUR):
+            return None
+        try:
+            out[name] = variant(name)
+        except (KeyError, ValueError, TypeError):
+            return None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--clips", nargs="*", default=[], help="clip names (default: all)")
@@ -840,7 +888,23 @@ def main(argv: list[str] | None = None) -> int:
         net_cost(args.repeats, args.threads)
         return 0
     if args.refined:
-        refined_lab(args.clips, args.intervals, args.truth, args.latency, args.phases, args.speed)
+        chosen = [v for v in args.variants if v not in DEFAULT_VARIANTS]
+        variants = _refined_variants(chosen)
+        if variants is None:
+            ap.error(
+                "--refined --variants takes motion settings: "
+                + ", ".join(k for k in VARIANTS if VARIANTS[k])
+                + " or key=value,... (MotionSettings fields)"
+            )
+        refined_lab(
+            args.clips,
+            args.intervals,
+            args.truth,
+            args.latency,
+            args.phases,
+            args.speed,
+            variants if chosen else None,
+        )
         return 0
     variants = list(VARIANTS) if args.variants == ["all"] else args.variants
     lab(args.clips, variants, args.intervals, args.latency, args.drift)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from bench.bench_motion import flicker, lead_frames, per_frame, write_clip
 from bench.metrics import agreement, boundary, boundary_f, checks, fragments, iou, summary
@@ -224,3 +225,43 @@ def test_motion_lab_schedule_starts_at_its_phase_and_delivers_late():
 
     assert schedule(130, 50, 2, offset=30) == {32: 30, 82: 80}  # 130 + 2 is past the clip
     assert schedule(100, 50, 50) == {50: 0}
+
+
+def test_motion_lab_refined_variants_parse_settings_and_refuse_the_rest():
+    """--refined --variants scores motion settings against one motion-off arm; a name that is
+    not a setting (the plain lab's experiments, a typo, a bad value) is refused in one line."""
+    from bench import motion_lab
+
+    v = motion_lab._refined_variants(["residual_threshold=16", "no-hide", "colour_llr=none"])
+    assert list(v) == ["motion", "residual_threshold=16", "no-hide", "colour_llr=none"]
+    assert v["residual_threshold=16"].residual_threshold == 16.0
+    assert v["no-hide"].hide_unexplained is False and v["colour_llr=none"].colour_llr is None
+    assert v["motion"] == motion_lab.MotionSettings()
+    for bad in ("rigid", "fresh-1", "colour", "all", "residual_threshold=x", "nosuch=1", "x"):
+        assert motion_lab._refined_variants([bad]) is None, bad
+    with pytest.raises(SystemExit) as e:
+        motion_lab.main(["--refined", "--variants", "rigid"])
+    assert e.value.code == 2
+
+
+def test_motion_lab_refined_run_takes_the_motion_settings_it_is_given():
+    """None is the motion-off arm: a mask 10 frames old lags a moving square and shows the room
+    it left; the compensator with the settings given carries it along."""
+    from bench import motion_lab
+
+    rng = np.random.default_rng(3)
+    room = rng.integers(0, 255, (180, 320, 3), np.uint8)
+    frames, masks = [], []
+    for i in range(30):
+        f, m = room.copy(), np.zeros((180, 320), np.uint8)
+        x = 40 + 4 * i
+        f[60:120, x : x + 60] = (40, 160, 90)
+        m[60:120, x : x + 60] = 255
+        frames.append(f)
+        masks.append(m)
+    ref = [m >= 128 for m in masks]
+    off = motion_lab._refined_run(frames, masks, ref, 10, None, 0)
+    on = motion_lab._refined_run(frames, masks, ref, 10, motion_lab.MotionSettings(), 0)
+    assert len(off) == len(on) == 30
+    assert off[:, 1].mean() > 0.01 and on[:, 1].mean() < off[:, 1].mean() / 2
+    assert on[:, 0].mean() > off[:, 0].mean()  # IoU
