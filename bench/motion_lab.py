@@ -33,6 +33,8 @@ The reference is the selfie model, not ground truth: its own flicker counts agai
     python bench/motion_lab.py --refined --truth     # the same against the DAVIS annotation
     python bench/motion_lab.py --refined --intervals 2 --latency 0.04 --phases 5 --speed 2
                                                      # every clip moving twice as fast
+    python bench/motion_lab.py --refined --intervals 2 --variants no-hide colour_llr=1
+                                                     # other settings against the same off arm
     python bench/motion_lab.py --variants none fresh-1 motion   # fresh-1: the reference's flicker
     python bench/motion_lab.py --drift 0.2 --variants none motion match_exposure=0
                                                      # a camera's exposure drifting +-20 %
