@@ -647,9 +647,9 @@ def _refined_rows(
             print(f"{name:<12}{s_int:>5g}  (clip shorter than 2S)")
             return
         ratio = on["room_mean"] / off["room_mean"] if off["room_mean"] else float("inf")
-        lead = "" if list(variants) == ["motion"] else f"[{label}] "
+        tag = "" if list(variants) == ["motion"] else f"[{label}] "
         print(
-            f"{name:<12}{s_int:>5g}  {lead}{off['iou']:.3f} -> {on['iou']:.3f}   "
+            f"{name:<12}{s_int:>5g}  {tag}{off['iou']:.3f} -> {on['iou']:.3f}   "
             f"{off['room_mean']:.3f} -> {on['room_mean']:.3f} (x{ratio:.2f})   "
             f"{off['room_p99']:.2f} -> {on['room_p99']:.2f}   {off['blurred']:.3f} -> "
             f"{on['blurred']:.3f}   {metrics.checks(off, on)}",
